@@ -1,0 +1,166 @@
+"""LogMILP training objective (paper eq. 3–4, Algorithm 1 lines 2–15).
+
+    L_total = L_cls + λ_p L_proto + λ_a L_attn + λ_c L_con
+
+All terms use bag labels only. ``compute_losses`` returns the total for back-propagation: Algorithm 1
+line 16 writes ∇L_cls, but the ablation in the paper's Table III only changes anything if the auxiliary
+terms reach the gradient, so we follow ARCHITECTURE.md and backpropagate the total.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import PERTURBATION_MODES, LogMILP, LogMILPOutput, perturb_key_instance
+
+__all__ = [
+    "LossConfig",
+    "focal_loss",
+    "proto_loss",
+    "attention_entropy_loss",
+    "consistency_loss",
+    "compute_losses",
+]
+
+
+@dataclass
+class LossConfig:
+    """Weights and margins of the LogMILP loss. The paper gives none of the values; ours are below."""
+
+    focal_gamma: float = 2.0
+    """γ of the focal loss (Lin et al.'s default): down-weights bags the model already gets right."""
+    focal_alpha: float | None = 0.25
+    """Weight of the positive (anomalous) class; negatives get 1 − α. None disables class weighting.
+    0.25 is Lin et al.'s default with γ = 2 (γ already shifts weight to the rare hard positives)."""
+    lambda_p: float = 0.1
+    """λ_p on L_proto. F_p is a descriptor, not a score; the hinges only shape the prototype space,
+    so they get a tenth of the weight and cannot outvote the classifier."""
+    lambda_a: float = 0.01
+    """λ_a on L_attn. Entropy in [0, 1] pushes towards one-hot attention; a light touch keeps heads
+    sharp without forbidding bags with several anomalous lines from spreading attention."""
+    lambda_c: float = 1.0
+    """λ_c on L_con. The consistency hinge is the method's contribution (Table III) and, being a hinge
+    on a probability gap, is bounded by Δ_c; weight 1 makes it a peer of the classification loss."""
+    delta_p: float = 0.8
+    """Δ_p: positive bags should have some instance with max prototype similarity M_bag ≥ Δ_p."""
+    delta_e: float = 0.5
+    """Δ_e: negative bags should spread over prototypes, normalised assignment entropy E_bag ≥ Δ_e."""
+    w_ent: float = 1.0
+    """w_ent: weight of the negative-bag entropy hinge inside L_proto (Algorithm 1 line 7)."""
+    delta_c: float = 0.5
+    """Δ_c: removing the key instance of a positive bag should lower P by at least this much."""
+    eps: float = 1e-8
+    """ε inside log(A + ε) of the attention entropy (Algorithm 1 line 8)."""
+    use_consistency: bool = True
+    """Ablation switch: False skips the perturbed second forward pass and L_con."""
+    perturbation: str = "zero"
+    """How the key instance is removed: "zero" (the paper) or "mask" (drop it via the mask)."""
+    detach_p_orig: bool = False
+    """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
+    For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
+    detaching would only remove the first (harmless) half. Kept as a switch for experiments."""
+
+    def __post_init__(self) -> None:
+        if self.perturbation not in PERTURBATION_MODES:
+            raise ValueError(f"LossConfig.perturbation must be one of {PERTURBATION_MODES}, "
+                             f"got {self.perturbation!r}")
+        for name in ("focal_gamma", "lambda_p", "lambda_a", "lambda_c", "w_ent", "eps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
+            raise ValueError(f"LossConfig.focal_alpha must be in [0, 1] or None, got {self.focal_alpha}")
+
+
+def _masked_mean(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Mean of values[select]; 0 (not NaN) when nothing is selected, so a one-class batch is harmless."""
+    select = select.to(values.dtype)
+    return (values * select).sum() / select.sum().clamp_min(1.0)
+
+
+def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0,
+               alpha: float | None = 0.25) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017) on two-class logits [B,2] with labels y [B] ∈ {0,1}; mean over the batch.
+
+    FL = −α_t (1 − p_t)^γ log p_t, p_t = P(true class), α_t = α for positives and 1 − α for negatives.
+    """
+    y = y.long()
+    log_p_t = F.log_softmax(logits, dim=-1).gather(1, y[:, None]).squeeze(1)           # [B]
+    p_t = log_p_t.exp()
+    loss = -((1.0 - p_t) ** gamma) * log_p_t                                            # [B]
+    if alpha is not None:
+        loss = torch.where(y == 1, alpha, 1.0 - alpha) * loss
+    return loss.mean()
+
+
+def proto_loss(M_bag: torch.Tensor, E_bag: torch.Tensor, y: torch.Tensor, delta_p: float = 0.8,
+               delta_e: float = 0.5, w_ent: float = 1.0) -> torch.Tensor:
+    """Prototype regularisation (Algorithm 1 lines 5–7).
+
+    mean_pos max(0, Δ_p − M_bag) + w_ent · mean_neg max(0, Δ_e − E_bag); an empty group contributes 0.
+    """
+    pos = y.bool()
+    l_pos = _masked_mean(F.relu(delta_p - M_bag), pos)
+    l_neg = _masked_mean(F.relu(delta_e - E_bag), ~pos)
+    return l_pos + w_ent * l_neg
+
+
+def attention_entropy_loss(attention: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean normalised attention entropy (Algorithm 1 line 8).
+
+    attention: [B,K,W]; mask: [B,W]. Each head's entropy −Σ_t A log(A + ε) is divided by log(W_real), the
+    bag's real length (the paper's log W assumes unpadded bags); bags with one instance count as 0.
+    Mean over bags and heads.
+    """
+    a = attention.masked_fill(~mask[:, None, :], 0.0)                                   # [B,K,W]
+    ent = -(a * torch.log(a + eps)).sum(dim=-1)                                         # [B,K]
+    n_real = mask.sum(dim=1).to(ent.dtype)                                              # [B]
+    denom = torch.where(n_real >= 2, torch.log(n_real.clamp_min(2.0)), torch.full_like(n_real, math.inf))
+    return (ent / denom[:, None]).mean()
+
+
+def consistency_loss(p_orig: torch.Tensor, p_pert: torch.Tensor, y: torch.Tensor,
+                     delta_c: float = 0.5) -> torch.Tensor:
+    """Perturbation consistency (eq. 3, Algorithm 1 line 14): mean over positive bags of
+    max(0, Δ_c − (P_orig − P_pert)); 0 when the batch has no positive bag."""
+    return _masked_mean(F.relu(delta_c - (p_orig - p_pert)), y.bool())
+
+
+def compute_losses(
+    model: LogMILP, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, cfg: LossConfig
+) -> tuple[torch.Tensor, dict[str, float], LogMILPOutput]:
+    """One training step's objective (Algorithm 1 lines 2–15).
+
+    Runs the model, perturbs each bag's key instance and runs it again (only when cfg.use_consistency).
+    The perturbation indices come from the first pass without gradient (they are argmax/argmin picks);
+    P_pert's gradient flows through the second pass. In train mode the two passes draw different dropout
+    masks, so part of P_orig − P_pert is dropout noise; the hinge tolerates that.
+
+    Returns (total loss with grad, {"loss","cls","proto","attn","con": float}, output of the first pass).
+    L_proto is 0 when the model has no prototypes (F_p would be constant zeros).
+    """
+    out = model(x, mask)
+    zero = out.logits.new_zeros(())
+
+    l_cls = focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha)
+    if model.config.use_prototypes:
+        l_proto = proto_loss(out.M_bag, out.E_bag, y, cfg.delta_p, cfg.delta_e, cfg.w_ent)
+    else:
+        l_proto = zero
+    l_attn = attention_entropy_loss(out.attention, mask, cfg.eps)
+
+    if cfg.use_consistency:
+        x_pert, mask_pert, _, _ = perturb_key_instance(x, mask, out.attention.detach(), cfg.perturbation)
+        p_pert = model(x_pert, mask_pert).prob
+        p_orig = out.prob.detach() if cfg.detach_p_orig else out.prob
+        l_con = consistency_loss(p_orig, p_pert, y, cfg.delta_c)
+    else:
+        l_con = zero
+
+    total = l_cls + cfg.lambda_p * l_proto + cfg.lambda_a * l_attn + cfg.lambda_c * l_con
+    # One device sync for all the logged numbers instead of one per term.
+    values = torch.stack([total, l_cls, l_proto, l_attn, l_con]).detach().cpu().tolist()
+    terms = dict(zip(("loss", "cls", "proto", "attn", "con"), values))
+    return total, terms, out

@@ -1,0 +1,287 @@
+"""LogMILP: prototype-guided multi-head attention MIL for log anomaly detection.
+
+One file you can read top to bottom (paper section III, `papers/001_2225c42dd5408458.txt`):
+
+    x [B,W,d] ──Linear──► H [B,W,d_h] ──(+ sinusoidal positions)──► 2-layer Transformer ──► Z [B,W,d_h]
+    Z, prototypes P [N,d_h] ──► s [B,W,N] = 1/(1+||ẑ_i − p̂_j||),  m_i = max_j s_ij,  b_i = 1 − m_i
+    K-head attention pooling (logits + b_i, masked softmax) ──► Z_cat [B, K·d_h]
+    F_p = (M_bag, E_bag, V_bag) [B,3]
+    classifier([Z_cat ; F_p]) ──► logits [B,2], prob = softmax(logits)[:, 1]
+
+A bag is a window of log lines; bags of different lengths are right-padded to a common W and come with a
+boolean ``mask`` [B,W] where True marks a real instance. Padding never changes an output: padded rows are
+zeroed on the way in, hidden from the encoder's self-attention, and excluded from every pooling step.
+
+Imports torch only (no numpy, no Ray), so the module serves training, evaluation and inference alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "ModelConfig",
+    "LogMILPOutput",
+    "LogMILP",
+    "attention_entropy",
+    "perturb_key_instance",
+]
+
+PERTURBATION_MODES = ("zero", "mask")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`LogMILP`. Serialisable with ``dataclasses.asdict`` / :meth:`from_dict`."""
+
+    input_dim: int
+    """d: size of one instance embedding (the embedder's output dimension)."""
+    hidden_dim: int = 128
+    """d_h: latent size after the linear projection; also the Transformer's d_model."""
+    encoder_layers: int = 2
+    """Transformer encoder layers (the paper uses two)."""
+    encoder_heads: int = 4
+    """Self-attention heads in each encoder layer; must divide hidden_dim."""
+    ff_dim: int = 256
+    """Feed-forward width inside each encoder layer."""
+    dropout: float = 0.1
+    """Dropout in the encoder and the classifier (not in the attention pooling, so weights stay crisp)."""
+    num_prototypes: int = 16
+    """N: learnable prototype vectors in the latent space."""
+    attention_heads: int = 4
+    """K: attention-pooling heads; the bag representation Z_cat has K·d_h entries."""
+    attention_dim: int = 64
+    """Hidden width of each pooling head's scoring MLP (tanh → linear)."""
+    assignment_temperature: float = 0.1
+    """τ of the soft prototype assignment softmax(s_ij / τ) behind E_bag. s_ij lies in [1/3, 1] (unit
+    vectors are at most 2 apart), so τ = 1 would give a near-uniform assignment and E_bag ≈ 1 always;
+    τ = 0.1 spreads the logits over a range of ~6.7, enough for E_bag to span (0, 1)."""
+    use_prototypes: bool = True
+    """Ablation switch. False: no prototypes at all (no parameters, no candidate bias); F_p is fed to the
+    classifier as zeros so the classifier input size, and hence checkpoint shapes, do not change."""
+    use_candidate_bias: bool = True
+    """Ablation switch: add b_i = 1 − m_i to the attention logits (needs use_prototypes)."""
+    positional_encoding: bool = True
+    """Add a fixed sinusoidal position code after the projection. Not in the paper (its encoder input is
+    H = XW + b only); ours, because a Transformer without positions is permutation-equivariant and could
+    never learn anomalies that are defined by the order of otherwise normal lines."""
+    max_len: int = 4096
+    """Longest bag accepted when positional_encoding is on (size of the position table)."""
+
+    def __post_init__(self) -> None:
+        for name in ("input_dim", "hidden_dim", "encoder_layers", "encoder_heads", "ff_dim",
+                     "num_prototypes", "attention_heads", "attention_dim", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_dim % self.encoder_heads:
+            raise ValueError(f"ModelConfig.hidden_dim ({self.hidden_dim}) must be divisible by "
+                             f"ModelConfig.encoder_heads ({self.encoder_heads})")
+        if self.positional_encoding and self.hidden_dim % 2:
+            raise ValueError(f"ModelConfig.hidden_dim must be even when positional_encoding is on "
+                             f"(sin/cos pairs), got {self.hidden_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not self.assignment_temperature > 0:
+            raise ValueError(f"ModelConfig.assignment_temperature must be > 0, got {self.assignment_temperature}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Build from a plain dict (e.g. a bundle's config.json); unknown keys are errors."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**d)
+
+
+class LogMILPOutput(NamedTuple):
+    """What :meth:`LogMILP.forward` returns. A NamedTuple so DDP, tracing and unpacking all just work."""
+
+    logits: torch.Tensor     # [B,2]   class logits (0 = normal, 1 = anomalous)
+    prob: torch.Tensor       # [B]     softmax(logits)[:, 1], the bag anomaly score P
+    attention: torch.Tensor  # [B,K,W] pooling weights; sum to 1 over real instances, exactly 0 on padding
+    m: torch.Tensor          # [B,W]   max prototype similarity per instance (0 on padding / without prototypes)
+    M_bag: torch.Tensor      # [B]     max_i m_i over real instances
+    E_bag: torch.Tensor      # [B]     entropy of the mean soft prototype assignment / log N
+    V_bag: torch.Tensor      # [B]     mean_i m_i over real instances
+    s: torch.Tensor          # [B,W,N] similarity to each prototype (N = 0 without prototypes)
+
+
+def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
+    """Fixed sin/cos position table [max_len, dim] (Vaswani et al.), rows scaled to unit L2 norm.
+
+    The unscaled rows have norm sqrt(dim/2) (8 for dim=128), which would drown a freshly initialised
+    projection of a unit-norm embedding (norm ≈ 0.6); unit rows keep content and position comparable and
+    the projection can still learn to weight content up.
+    """
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]                   # [L,1]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # [dim/2]
+    pe = torch.zeros(max_len, dim)
+    pe[:, 0::2] = torch.sin(position * freq)
+    pe[:, 1::2] = torch.cos(position * freq)
+    return pe * math.sqrt(2.0 / dim)                                                  # [L,dim]
+
+
+class LogMILP(nn.Module):
+    """Prototype-guided multi-head attention MIL (paper section III-C/D)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        d_h, K = cfg.hidden_dim, cfg.attention_heads
+
+        # III-C instance encoding: H = XW + b, then a Transformer encoder Ψ.
+        self.proj = nn.Linear(cfg.input_dim, d_h)
+        if cfg.positional_encoding:
+            # Not persistent: a deterministic function of the config, so it stays out of checkpoints.
+            self.register_buffer("pos", sinusoidal_positions(cfg.max_len, d_h), persistent=False)
+        layer = nn.TransformerEncoderLayer(d_model=d_h, nhead=cfg.encoder_heads, dim_feedforward=cfg.ff_dim,
+                                           dropout=cfg.dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=cfg.encoder_layers, enable_nested_tensor=False)
+
+        # III-D prototypes. Only created when used, so DDP never sees parameters without gradients.
+        if cfg.use_prototypes:
+            self.prototypes = nn.Parameter(torch.randn(cfg.num_prototypes, d_h))      # P [N,d_h]
+
+        # K-head attention pooling: head k scores instance i as w_k · tanh(V_k z_i) + c_k.
+        self.attn_hidden = nn.Linear(d_h, K * cfg.attention_dim)                      # all V_k at once
+        self.attn_out_weight = nn.Parameter(torch.empty(K, cfg.attention_dim))        # w_k
+        self.attn_out_bias = nn.Parameter(torch.zeros(K))                             # c_k
+        nn.init.xavier_uniform_(self.attn_out_weight)
+
+        # Classifier on [Z_cat ; F_p] → 2 logits.
+        self.classifier = nn.Sequential(
+            nn.Linear(K * d_h + 3, d_h),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(d_h, 2),
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> LogMILPOutput:
+        """Score a batch of bags.
+
+        x: [B,W,d] float instance embeddings; mask: [B,W] bool, True = real instance, False = padding.
+        Every bag needs at least one real instance.
+        """
+        cfg = self.config
+        self._check_inputs(x, mask)
+        B, W, _ = x.shape
+        real = mask[..., None]                                                         # [B,W,1]
+        n_real = mask.sum(dim=1).to(x.dtype)                                           # [B]
+
+        # --- instance encoding -------------------------------------------------------------------
+        # Zero padded rows first: whatever junk (even NaN) sits there can then never reach a real row.
+        x = x.masked_fill(~real, 0.0)
+        h = self.proj(x)                                                               # [B,W,d_h]
+        if cfg.positional_encoding:
+            # Absolute positions within the window: a right-padded bag keeps its real rows' positions.
+            h = h + self.pos[:W]
+        z = self.encoder(h, src_key_padding_mask=~mask)                                # [B,W,d_h]
+        z = z.masked_fill(~real, 0.0)
+
+        # --- prototype similarity ----------------------------------------------------------------
+        if cfg.use_prototypes:
+            z_hat = F.normalize(z, dim=-1)                                             # [B,W,d_h]
+            p_hat = F.normalize(self.prototypes, dim=-1)                               # [N,d_h]
+            cos = z_hat @ p_hat.T                                                      # [B,W,N]
+            # ||a − b||² = 2 − 2cos for unit vectors: avoids a [B,W,N,d_h] difference tensor. The clamp keeps
+            # sqrt's gradient finite when an instance sits exactly on a prototype.
+            dist = torch.sqrt((2.0 - 2.0 * cos).clamp_min(1e-8))                       # [B,W,N]
+            s = 1.0 / (1.0 + dist)                                                     # [B,W,N] in [1/3, 1]
+            m = s.max(dim=-1).values.masked_fill(~mask, 0.0)                           # [B,W]
+            M_bag = m.masked_fill(~mask, float("-inf")).max(dim=1).values              # [B]
+            V_bag = m.sum(dim=1) / n_real                                              # [B]
+            # Soft assignment of each real instance to the prototypes, averaged over the bag.
+            q = torch.softmax(s / cfg.assignment_temperature, dim=-1) * real          # [B,W,N]
+            q_bar = q.sum(dim=1) / n_real[:, None]                                     # [B,N]
+            ent = -(q_bar * torch.log(q_bar.clamp_min(1e-12))).sum(dim=-1)             # [B]
+            E_bag = ent / math.log(cfg.num_prototypes) if cfg.num_prototypes > 1 else torch.zeros_like(ent)
+        else:
+            s = z.new_zeros(B, W, 0)
+            m = z.new_zeros(B, W)
+            M_bag = V_bag = E_bag = z.new_zeros(B)
+
+        # --- K-head attention pooling ------------------------------------------------------------
+        hid = torch.tanh(self.attn_hidden(z)).view(B, W, cfg.attention_heads, cfg.attention_dim)  # [B,W,K,d_a]
+        att_logits = torch.einsum("bwkd,kd->bkw", hid, self.attn_out_weight)          # [B,K,W]
+        att_logits = att_logits + self.attn_out_bias[None, :, None]
+        if cfg.use_prototypes and cfg.use_candidate_bias:
+            # Anomaly-candidate bias: instances far from every prototype get more attention a priori.
+            att_logits = att_logits + (1.0 - m)[:, None, :]                            # b_i broadcast over heads
+        att_logits = att_logits.masked_fill(~mask[:, None, :], float("-inf"))
+        attention = torch.softmax(att_logits, dim=-1)                                  # [B,K,W], 0 on padding
+        z_cat = (attention @ z).reshape(B, -1)                                         # [B,K,d_h] → [B,K·d_h]
+
+        # --- bag classifier ----------------------------------------------------------------------
+        f_p = torch.stack([M_bag, E_bag, V_bag], dim=-1)                               # [B,3]
+        logits = self.classifier(torch.cat([z_cat, f_p], dim=-1))                      # [B,2]
+        prob = torch.softmax(logits, dim=-1)[:, 1]                                     # [B]
+        return LogMILPOutput(logits, prob, attention, m, M_bag, E_bag, V_bag, s)
+
+    def _check_inputs(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        cfg = self.config
+        if x.dim() != 3 or x.shape[-1] != cfg.input_dim:
+            raise ValueError(f"x must be [B, W, {cfg.input_dim}] (ModelConfig.input_dim), got {tuple(x.shape)}")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor (True = real instance), got dtype {mask.dtype}")
+        if mask.shape != x.shape[:2]:
+            raise ValueError(f"mask must be [B, W] = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+        if cfg.positional_encoding and x.shape[1] > cfg.max_len:
+            raise ValueError(f"bag length W={x.shape[1]} exceeds ModelConfig.max_len={cfg.max_len}")
+        empty = ~mask.any(dim=1)
+        if bool(empty.any()):
+            idx = empty.nonzero().flatten().tolist()
+            raise ValueError(f"bags {idx[:10]} have no real instance (mask all False); drop empty bags upstream")
+
+
+@torch.no_grad()
+def attention_entropy(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Entropy of each head's attention over a bag's real instances, normalised by log(W_real).
+
+    attention: [B,K,W]; mask: [B,W] bool. Returns [B,K] in [0, 1]; 0 for bags with a single instance,
+    whose attention is necessarily one-hot.
+    """
+    a = attention.masked_fill(~mask[:, None, :], 0.0)                                  # [B,K,W]
+    ent = -(a * torch.log(a.clamp_min(1e-12))).sum(dim=-1)                             # [B,K]
+    n_real = mask.sum(dim=1).to(ent.dtype)                                             # [B]
+    denom = torch.where(n_real >= 2, torch.log(n_real.clamp_min(2.0)), torch.ones_like(n_real))
+    return ent / denom[:, None]
+
+
+@torch.no_grad()
+def perturb_key_instance(
+    x: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor, mode: str = "zero"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Remove each bag's key instance (Algorithm 1 lines 9–12).
+
+    Key head k* = argmin_k attention entropy (the most decisive head); key instance i* = argmax attention
+    in head k*. ``mode="zero"`` sets x[b, i*] to zero (the paper: the instance stays in the bag with an
+    empty embedding). ``mode="mask"`` drops it from the bag through the mask instead; a bag whose only
+    real instance is i* cannot lose it (it would be empty), so such bags fall back to zeroing.
+
+    Returns (x_pert [B,W,d], mask_pert [B,W], key_head [B], key_index [B]); inputs are not modified.
+    Ties break towards the lowest head / instance index (torch.argmin/argmax return the first extremum).
+    """
+    if mode not in PERTURBATION_MODES:
+        raise ValueError(f"perturbation mode must be one of {PERTURBATION_MODES}, got {mode!r}")
+    B = x.shape[0]
+    rows = torch.arange(B, device=x.device)
+    key_head = attention_entropy(attention, mask).argmin(dim=1)                        # [B]
+    key_att = attention[rows, key_head].masked_fill(~mask, -1.0)                       # [B,W], padding never wins
+    key_index = key_att.argmax(dim=1)                                                  # [B]
+
+    x_pert, mask_pert = x.clone(), mask.clone()
+    if mode == "zero":
+        x_pert[rows, key_index] = 0.0
+    else:
+        removable = mask.sum(dim=1) >= 2                                               # [B]
+        mask_pert[rows, key_index] = ~removable          # stays True only where removal would empty the bag
+        x_pert[rows[~removable], key_index[~removable]] = 0.0
+    return x_pert, mask_pert, key_head, key_index

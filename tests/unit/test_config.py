@@ -1,0 +1,61 @@
+"""Config loading: YAML + dotted overrides; unknown keys and bad values name the flag."""
+from pathlib import Path
+
+import pytest
+
+from ray_logmilp.config import ConfigError, DataConfig, ProjectConfig, WindowConfig, load_project, to_dict
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_project(path)
+    assert isinstance(cfg, ProjectConfig)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#"), f"{path.name} must start with a comment (the command that runs it)"
+
+
+def test_overrides_apply_with_yaml_values():
+    cfg = load_project(None, ["data.window.size=128", "data.window.kind=time", "data.inputs=[a.log, b.log]",
+                              "data.strict=true"])
+    assert cfg.data.window.size == 128.0 and cfg.data.window.kind == "time"
+    assert cfg.data.inputs == ["a.log", "b.log"] and cfg.data.strict is True
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("data.window.sise=3", "unknown key 'data.window.sise'"),
+    ("dta.inputs=[x]", "unknown key 'dta'"),
+    ("data.window.kind=hourly", "data.window.kind"),
+    ("data.window.size=-1", "data.window.size"),
+    ("data.window.stride=100", "data.window.stride"),
+    ("data.split.train=0.9", "data.split"),
+    ("data.strict=maybe", "data.strict"),
+    ("data.chunk_lines=ten", "data.chunk_lines"),
+    ("data.labels.source=alarms", "data.labels.alarms_path"),
+])
+def test_bad_values_name_the_flag(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("[", r"\[")):
+        load_project(None, [override])
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_project(None, ["data.window.size"])
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_project(tmp_path / "nope.yaml")
+
+
+def test_round_trip_through_dict():
+    cfg = load_project(None, ["data.window.size=32"])
+    assert load_project(None, []).data.window.size == 64
+    from ray_logmilp.config import from_dict
+    assert from_dict(ProjectConfig, to_dict(cfg)) == cfg
+
+
+def test_count_windows_need_whole_numbers():
+    with pytest.raises(ConfigError, match="size"):
+        DataConfig(window=WindowConfig(kind="count", size=2.5))
