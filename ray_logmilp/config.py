@@ -95,7 +95,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, localns=_lazy_types())
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -111,9 +111,17 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         # __post_init__ validation names the field relative to its dataclass; add the dotted prefix.
         msg = str(exc)
         raise ConfigError(f"{prefix}{msg}" if not msg.startswith(":") else f"{prefix.rstrip('.')}{msg}") from None
+    except ValueError as exc:
+        # Validation in library dataclasses (model, loss) says "ModelConfig.hidden_dim ..."; name the flag.
+        raise ConfigError(str(exc).replace(f"{cls.__name__}.", prefix)) from None
     except TypeError as exc:  # a required field missing
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from None
     return obj
+
+
+def _lazy_types() -> dict[str, Any]:
+    """Annotations of sections defined in torch modules, resolved only when needed."""
+    return {"ModelConfig": _model_config_type(), "LossConfig": _loss_config_type()}
 
 
 def to_dict(obj: Any) -> Any:
@@ -309,10 +317,96 @@ def load_stage(cls: type, path: str | Path | None, overrides: list[str] | None =
 # --------------------------------------------------------------------------------------------------
 
 @dataclass
+class TrainConfig:
+    """The train stage (Ray Train TorchTrainer with DDP, or plain PyTorch)."""
+
+    prepared_dir: str | None = None
+    """Output of the prepare stage; ``None`` means ``data.output_dir``. Must be shared storage (a URI)
+    when workers run on several nodes."""
+    bundle_dir: str = "outputs/model"
+    """Where the model bundle of the best epoch is written (local folder or URI)."""
+    storage_path: str = "outputs/ray_results"
+    """Ray Train storage for checkpoints (local folder or URI)."""
+    run_name: str | None = None
+    """Name of the run under ``storage_path``; a run with the same name resumes from its checkpoints."""
+    epochs: int = 15
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    """Max gradient norm; 0 disables clipping."""
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    """Steps per rank per epoch; ``None``: one pass over the training bags split across ranks."""
+    balanced_sampling: bool = True
+    """Draw positive and negative bags with equal probability (the paper's weighted sampler)."""
+    num_workers: int = 1
+    """Ray Train workers (DDP ranks)."""
+    cpus_per_worker: float = 1
+    use_gpu: bool | None = None
+    """``None``: use GPUs when the cluster has them."""
+    resources_per_worker: dict[str, float] | None = None
+    """Extra custom resources per worker (e.g. ``{gpu_node: 0.01}`` to land on a node type)."""
+    bf16: bool = True
+    """bf16 autocast on GPU (ignored on CPU)."""
+    max_failures: int = 1
+    """Worker crashes tolerated; the run restarts from the last checkpoint."""
+    num_to_keep: int = 2
+    """Checkpoints kept (best by validation F1)."""
+    fault_injection_epoch: int | None = None
+    """Testing only: after this epoch's checkpoint, the last rank exits once (see fault_injection_marker)."""
+    fault_injection_marker: str | None = None
+    """File that records the injected crash, so it happens once."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "num_workers", "num_to_keep"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(self.max_failures >= 0, "max_failures", "must be >= 0")
+        _require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        if self.steps_per_epoch is not None:
+            _require(self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: localization depth and the success-rate margin."""
+
+    top_k: list[int] = field(default_factory=lambda: [1, 3, 5])
+    """k values for Loc@k."""
+    delta_sr: float = 0.1
+    """δ_sr of eq. 6: a positive bag counts as a success when removing its top line lowers P by more."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds for mean ± std figures."""
+    heatmaps: int = 4
+    """Positive test bags drawn as attention heatmaps in the report."""
+
+    def __post_init__(self) -> None:
+        _require(all(k >= 1 for k in self.top_k) and bool(self.top_k), "top_k", "must be a non-empty list of k >= 1")
+        _require(0 <= self.delta_sr < 1, "delta_sr", f"must be in [0, 1), got {self.delta_sr}")
+        _require(bool(self.seeds), "seeds", "must name at least one seed")
+
+
+def _model_config_type():
+    from .model import ModelConfig
+    return ModelConfig
+
+
+def _loss_config_type():
+    from .losses import LossConfig
+    return LossConfig
+
+
+@dataclass
 class ProjectConfig:
     """Top level of a config file. Each job validates the whole file, so a typo anywhere fails early."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    model: "ModelConfig" = field(default_factory=lambda: _model_config_type()())
+    loss: "LossConfig" = field(default_factory=lambda: _loss_config_type()())
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def load_project(path: str | Path | None, overrides: list[str] | None = None) -> ProjectConfig:

@@ -33,7 +33,8 @@ PARAM_TOKEN = "<*>"
 EMPTY_TOKEN = "<empty>"
 #: The spec ``kind`` of each embedder.
 HASHING_KIND = "hashing"
-SENTENCE_TRANSFORMER_KIND = "sentence_transformer"
+SENTENCE_TRANSFORMER_KIND = "sentence_transformers"
+_KIND_ALIASES = {"sentence_transformer": SENTENCE_TRANSFORMER_KIND, "sentence-transformers": SENTENCE_TRANSFORMER_KIND}
 
 _TOKEN_RE = re.compile(r"<\*>|[A-Za-z0-9]+")
 _CAMEL_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -253,6 +254,7 @@ class SentenceTransformerEmbedder:
         except TypeError:  # sentence-transformers older than local_files_only
             self._model = SentenceTransformer(self.model_path, device=device)
         self.dim = int(self._model.get_sentence_embedding_dimension())
+        logger.info("loaded sentence-transformers model from %s (dim %d)", self.model_path, self.dim)
 
     def fit(self, texts: Sequence[str]) -> "SentenceTransformerEmbedder":
         return self
@@ -278,25 +280,58 @@ class SentenceTransformerEmbedder:
 
 
 # ----------------------------------------------------------------------------------------------
+def _kind(kind: Any) -> Any:
+    return _KIND_ALIASES.get(kind, kind)
+
+
 def embedder_from_spec(spec: Mapping[str, Any]) -> Embedder:
     """Rebuild the embedder that produced ``spec`` (from ``Embedder.spec()``)."""
     if not isinstance(spec, Mapping):
         raise ValueError(f"embedder spec must be a mapping, got {type(spec).__name__}")
-    kind = spec.get("kind")
+    kind = _kind(spec.get("kind"))
     if kind == HASHING_KIND:
         return HashingEmbedder.from_spec(spec)
     if kind == SENTENCE_TRANSFORMER_KIND:
         return SentenceTransformerEmbedder.from_spec(spec)
-    raise ValueError(f"embedder spec: unknown kind {kind!r} (expected {HASHING_KIND!r} or "
+    raise ValueError(f"embedder spec: unknown kind {spec.get('kind')!r} (expected {HASHING_KIND!r} or "
                      f"{SENTENCE_TRANSFORMER_KIND!r})")
 
 
 def make_embedder(kind: str = HASHING_KIND, **kwargs: Any) -> Embedder:
-    """Construct an embedder by kind name: ``hashing`` (kwargs of ``HashingEmbedder``) or
-    ``sentence_transformer`` (``model_path=`` a local directory, ...)."""
+    """Construct an (unfitted) embedder by kind name: ``hashing`` (kwargs of ``HashingEmbedder``) or
+    ``sentence_transformers`` (``model_path=`` a local directory, ...)."""
+    kind = _kind(kind)
     if kind == HASHING_KIND:
         return HashingEmbedder(**kwargs)
     if kind == SENTENCE_TRANSFORMER_KIND:
         return SentenceTransformerEmbedder(**kwargs)
     raise ValueError(f"embedding.kind: unknown {kind!r} (expected {HASHING_KIND!r} or "
                      f"{SENTENCE_TRANSFORMER_KIND!r})")
+
+
+def embedder_from_config(cfg: Any, texts: Sequence[str] | None = None) -> Embedder:
+    """Build the embedder an ``EmbeddingConfig`` (or a mapping with the same keys) describes and,
+    when ``texts`` are given, fit it on them (the template set).
+
+    Keys: ``kind`` (``hashing`` | ``sentence_transformers``), ``dim``, ``model_path``, and optionally
+    ``ngram`` and ``seed`` for the hashing embedder.
+    """
+    get = cfg.get if isinstance(cfg, Mapping) else (lambda k, d=None: getattr(cfg, k, d))
+    kind = _kind(get("kind", HASHING_KIND))
+    if kind == HASHING_KIND:
+        kwargs: dict[str, Any] = {"dim": get("dim", 128)}
+        if get("ngram") is not None:
+            kwargs["ngram"] = tuple(get("ngram"))
+        if get("seed") is not None:
+            kwargs["seed"] = get("seed")
+        emb: Embedder = HashingEmbedder(**kwargs)
+    elif kind == SENTENCE_TRANSFORMER_KIND:
+        if not get("model_path"):
+            raise ValueError("embedding.model_path is required for kind sentence_transformers")
+        emb = SentenceTransformerEmbedder(get("model_path"))
+    else:
+        raise ValueError(f"embedding.kind: unknown {get('kind')!r} (expected {HASHING_KIND!r} or "
+                         f"{SENTENCE_TRANSFORMER_KIND!r})")
+    if texts is not None:
+        emb.fit(list(texts))
+    return emb

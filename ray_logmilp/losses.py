@@ -133,15 +133,26 @@ def compute_losses(
 ) -> tuple[torch.Tensor, dict[str, float], LogMILPOutput]:
     """One training step's objective (Algorithm 1 lines 2–15).
 
-    Runs the model, perturbs each bag's key instance and runs it again (only when cfg.use_consistency).
-    The perturbation indices come from the first pass without gradient (they are argmax/argmin picks);
-    P_pert's gradient flows through the second pass. In train mode the two passes draw different dropout
-    masks, so part of P_orig − P_pert is dropout noise; the hinge tolerates that.
+    With consistency on, a first pass without gradient picks each bag's key instance (argmin/argmax
+    picks need no gradient); then ONE differentiable pass runs the original and the perturbed bags
+    stacked along the batch axis, giving P_orig and P_pert together. One graph-building forward per
+    backward is what DDP requires (two forwards through the same parameters before one backward make
+    DDP's reducer mark parameters ready twice), and the stacked pass is also cheaper than two. In train
+    mode the probe and the stacked pass draw different dropout masks; the hinge tolerates that noise.
 
-    Returns (total loss with grad, {"loss","cls","proto","attn","con": float}, output of the first pass).
+    Returns (total loss with grad, {"loss","cls","proto","attn","con": float}, output on the original bags).
     L_proto is 0 when the model has no prototypes (F_p would be constant zeros).
     """
-    out = model(x, mask)
+    B = x.shape[0]
+    if cfg.use_consistency:
+        with torch.no_grad():
+            probe = model(x, mask)
+        x_pert, mask_pert, _, _ = perturb_key_instance(x, mask, probe.attention, cfg.perturbation)
+        both = model(torch.cat([x, x_pert]), torch.cat([mask, mask_pert]))   # [2B, ...]
+        out = LogMILPOutput(*(t[:B] for t in both))
+        p_pert = both.prob[B:]
+    else:
+        out = model(x, mask)
     zero = out.logits.new_zeros(())
 
     l_cls = focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha)
@@ -152,8 +163,6 @@ def compute_losses(
     l_attn = attention_entropy_loss(out.attention, mask, cfg.eps)
 
     if cfg.use_consistency:
-        x_pert, mask_pert, _, _ = perturb_key_instance(x, mask, out.attention.detach(), cfg.perturbation)
-        p_pert = model(x_pert, mask_pert).prob
         p_orig = out.prob.detach() if cfg.detach_p_orig else out.prob
         l_con = consistency_loss(p_orig, p_pert, y, cfg.delta_c)
     else:

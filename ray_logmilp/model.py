@@ -40,8 +40,10 @@ PERTURBATION_MODES = ("zero", "mask")
 class ModelConfig:
     """Architecture of :class:`LogMILP`. Serialisable with ``dataclasses.asdict`` / :meth:`from_dict`."""
 
-    input_dim: int
-    """d: size of one instance embedding (the embedder's output dimension)."""
+    input_dim: int = 0
+    """d: size of one instance embedding (the embedder's output dimension). 0 means "not known yet":
+    a project config leaves it at 0 and training fills it in from the template embeddings; building a
+    LogMILP with 0 is an error."""
     hidden_dim: int = 128
     """d_h: latent size after the linear projection; also the Transformer's d_model."""
     encoder_layers: int = 2
@@ -75,7 +77,9 @@ class ModelConfig:
     """Longest bag accepted when positional_encoding is on (size of the position table)."""
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "hidden_dim", "encoder_layers", "encoder_heads", "ff_dim",
+        if not isinstance(self.input_dim, int) or isinstance(self.input_dim, bool) or self.input_dim < 0:
+            raise ValueError(f"ModelConfig.input_dim must be a non-negative integer, got {self.input_dim!r}")
+        for name in ("hidden_dim", "encoder_layers", "encoder_heads", "ff_dim",
                      "num_prototypes", "attention_heads", "attention_dim", "max_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -134,6 +138,8 @@ class LogMILP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.input_dim < 1:
+            raise ValueError("ModelConfig.input_dim is 0 (unset); set it to the embedding dimension")
         self.config = cfg = config
         d_h, K = cfg.hidden_dim, cfg.attention_heads
 
@@ -144,6 +150,8 @@ class LogMILP(nn.Module):
             self.register_buffer("pos", sinusoidal_positions(cfg.max_len, d_h), persistent=False)
         layer = nn.TransformerEncoderLayer(d_model=d_h, nhead=cfg.encoder_heads, dim_feedforward=cfg.ff_dim,
                                            dropout=cfg.dropout, batch_first=True)
+        # No nested-tensor conversion: padded rows are masked and zeroed anyway, and one dense code path
+        # keeps training and inference numerically alike.
         self.encoder = nn.TransformerEncoder(layer, num_layers=cfg.encoder_layers, enable_nested_tensor=False)
 
         # III-D prototypes. Only created when used, so DDP never sees parameters without gradients.

@@ -1,0 +1,581 @@
+"""Finding and reading raw log files: local paths, globs, directories, ``.gz``, pyarrow filesystem URIs.
+
+Three steps, all plain Python (the Ray pipeline ships :class:`ReadTask` objects to its workers):
+
+1. :func:`expand_inputs` turns what the user typed into a sorted list of :class:`InputFile` and fails
+   early (:class:`InputError`) on a missing path, an empty directory or a glob without matches.
+2. :func:`plan_read_tasks` splits big uncompressed files into newline-aligned byte ranges so they can be
+   read in parallel; each range knows the 1-based number of its first line.
+3. :func:`read_task_chunks` streams one task as :class:`LineChunk` objects (lists of raw lines). Damage
+   never raises: a truncated or corrupt gzip keeps every complete line before the damage and adds one
+   ``truncated_gzip`` quarantine row, a failing read adds one ``read_error`` row, and an over-long line
+   is reduced to a ``line_too_long`` row as soon as it is seen.
+
+Accounting rule: for every file, lines read == sum of ``len(chunk.lines)`` + quarantine rows, and after
+:func:`ray_logmilp.formats.parse_chunk`, lines read == events rows + quarantine rows.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ray_logmilp.formats import (
+    DEFAULT_MAX_LINE_BYTES,
+    LogFormat,
+    empty_events,
+    empty_quarantine,
+    load_format,
+    parse_chunk,
+    quarantine_table,
+    raw_text,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_CHUNK_LINES",
+    "DEFAULT_TARGET_BYTES",
+    "InputError",
+    "InputFile",
+    "LineChunk",
+    "ReadTask",
+    "expand_inputs",
+    "plan_read_tasks",
+    "read_file_events",
+    "read_task_chunks",
+]
+
+DEFAULT_TARGET_BYTES = 32 * 1024 * 1024
+"""Uncompressed files larger than this are split into byte ranges of about this size."""
+
+DEFAULT_CHUNK_LINES = 65536
+"""Lines per :class:`LineChunk`."""
+
+_BLOCK_BYTES = 4 * 1024 * 1024  # read size for plain files and decompressed output
+_GZ_READ_BYTES = 1024 * 1024  # compressed bytes fed to zlib at a time
+_KEEP_HEAD_BYTES = 4 * 200  # bytes kept of an over-long line (enough for RAW_CHARS characters)
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class InputError(ValueError):
+    """The inputs cannot be read (missing path, empty directory, glob without matches, bad URI)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Data classes
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputFile:
+    """One file to read.
+
+    Attributes:
+        name: how the file is named in the ``file`` column: its absolute local path, or its URI.
+        path: the path inside its filesystem.
+        size: bytes on storage (the compressed size for ``.gz``).
+        compression: ``"gzip"`` or None.
+        fs_uri: None for the local filesystem; otherwise a URI that ``pyarrow.fs.FileSystem.from_uri``
+            resolves to the file's filesystem (the URI the user gave).
+    """
+
+    name: str
+    path: str
+    size: int
+    compression: str | None = None
+    fs_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """A unit of reading work: bytes ``[start, end)`` of one file (``end`` None = to the end).
+
+    Small and picklable; :meth:`to_dict` / :meth:`from_dict` give a plain-dict form for Ray Data rows.
+    ``first_line_no`` is the 1-based line number of the first line in the range.
+    """
+
+    name: str
+    path: str
+    start: int = 0
+    end: int | None = None
+    first_line_no: int = 1
+    compression: str | None = None
+    fs_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ReadTask":
+        return cls(
+            name=str(data["name"]),
+            path=str(data["path"]),
+            start=int(data.get("start") or 0),
+            end=None if data.get("end") is None else int(data["end"]),
+            first_line_no=int(data.get("first_line_no") or 1),
+            compression=data.get("compression") or None,
+            fs_uri=data.get("fs_uri") or None,
+        )
+
+    @classmethod
+    def whole_file(cls, f: InputFile) -> "ReadTask":
+        return cls(name=f.name, path=f.path, compression=f.compression, fs_uri=f.fs_uri)
+
+
+@dataclass
+class LineChunk:
+    """Consecutive raw lines of one file, newline removed: ``lines[i]`` is line ``first_line_no + i``.
+
+    ``quarantine`` holds rows (dicts with file, line_no, reason, raw) for lines the reader already
+    rejected (``line_too_long``, ``truncated_gzip``, ``read_error``); they are not in ``lines`` and
+    their line numbers follow the chunk's lines.
+    """
+
+    file: str
+    first_line_no: int
+    lines: list[bytes]
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_read(self) -> int:
+        """Lines this chunk accounts for (parsed candidates plus reader quarantine)."""
+        return len(self.lines) + len(self.quarantine)
+
+    def quarantine_table(self) -> pa.Table:
+        return quarantine_table(self.quarantine)
+
+
+# --------------------------------------------------------------------------------------------------
+# Filesystems and input expansion
+# --------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _filesystem(fs_uri: str | None) -> pafs.FileSystem:
+    if fs_uri is None:
+        return pafs.LocalFileSystem()
+    return pafs.FileSystem.from_uri(fs_uri)[0]
+
+
+def _display_name(uri: str, fs: pafs.FileSystem, fs_path: str) -> str:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return fs_path
+    scheme, rest = uri.split("://", 1)
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    if fs_path.startswith("/"):
+        return f"{scheme}://{netloc}{fs_path}"
+    return f"{scheme}://{fs_path}"
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a glob (``*``, ``?``, ``[...]``, ``**`` across directories) to a regex on full paths."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif ch == "*":
+            out.append("[^/]*")
+            i += 1
+        elif ch == "?":
+            out.append("[^/]")
+            i += 1
+        elif ch == "[":
+            j = pattern.find("]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[^", i) else i + 1)
+            if j < 0:
+                out.append(re.escape(ch))
+                i += 1
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j + 1
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _is_hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/") if part)
+
+
+def _files_under(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True))
+    base = directory.rstrip("/") + "/"
+    return [i for i in infos if i.type == pafs.FileType.File and not _is_hidden(i.path[len(base):])]
+
+
+def _input_file(uri: str | None, fs: pafs.FileSystem, info: pafs.FileInfo) -> InputFile:
+    local = isinstance(fs, pafs.LocalFileSystem)
+    name = info.path if (uri is None or local) else _display_name(uri, fs, info.path)
+    compression = "gzip" if info.path.lower().endswith(".gz") else None
+    return InputFile(name=name, path=info.path, size=int(info.size or 0), compression=compression,
+                     fs_uri=None if local else uri)
+
+
+def _expand_one(spec: str) -> list[InputFile]:
+    spec = os.fspath(spec)
+    if not spec:
+        raise InputError("empty input path")
+    is_uri = bool(_URI.match(spec))
+    glob_at = _GLOB_CHARS.search(spec.split("://", 1)[1] if is_uri else spec)
+    if is_uri:
+        scheme_len = spec.index("://") + 3
+        if glob_at is not None:
+            cut = spec.rfind("/", 0, scheme_len + glob_at.start())
+            root_uri = spec[: cut + 1] if cut >= scheme_len else spec[:scheme_len]
+        else:
+            root_uri = spec
+        try:
+            fs, root_path = pafs.FileSystem.from_uri(root_uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+            raise InputError(f"cannot open filesystem for {spec!r}: {exc}") from None
+        uri: str | None = root_uri
+        if glob_at is not None:
+            pattern = root_path.rstrip("/") + "/" + spec[cut + 1 :] if cut >= scheme_len else spec[scheme_len:]
+        else:
+            pattern = None
+        if isinstance(fs, pafs.LocalFileSystem):
+            uri = None
+    else:
+        fs = pafs.LocalFileSystem()
+        uri = None
+        expanded = os.path.expanduser(spec)
+        full = os.path.abspath(expanded)
+        glob_at = _GLOB_CHARS.search(expanded)
+        if glob_at is not None:
+            # the static directory part before the first glob character
+            root_path = os.path.dirname(os.path.abspath(expanded[: glob_at.start()] + "_"))
+            pattern = full
+        else:
+            root_path, pattern = full, None
+
+    if pattern is None:
+        try:
+            info = fs.get_file_info(root_path)
+        except OSError as exc:
+            raise InputError(f"cannot access input {spec!r}: {exc}") from None
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"input path not found: {spec!r}")
+        if info.type == pafs.FileType.File:
+            return [_input_file(uri, fs, info)]
+        files = _files_under(fs, root_path)
+        if not files:
+            raise InputError(f"input directory {spec!r} contains no files")
+        return [_input_file(uri, fs, i) for i in sorted(files, key=lambda i: i.path)]
+
+    # glob: list below the static prefix and match full paths
+    rx = _glob_regex(pattern)
+    try:
+        root_info = fs.get_file_info(root_path)
+        if root_info.type != pafs.FileType.Directory:
+            raise InputError(f"no files match {spec!r} (directory {root_path!r} does not exist)")
+        recursive = "/" in pattern[len(root_path.rstrip("/")) + 1 :] or "**" in pattern
+        infos = fs.get_file_info(pafs.FileSelector(root_path, recursive=recursive))
+    except OSError as exc:
+        raise InputError(f"cannot list {spec!r}: {exc}") from None
+    base = root_path.rstrip("/") + "/"
+    pattern_hidden = _is_hidden(pattern[len(base):])
+    by_path: dict[str, pafs.FileInfo] = {}
+    for info in infos:
+        if not pattern_hidden and _is_hidden(info.path[len(base):]):
+            continue
+        if not rx.match(info.path):
+            continue
+        if info.type == pafs.FileType.File:
+            by_path[info.path] = info
+        elif info.type == pafs.FileType.Directory:  # a matching directory contributes all its files
+            for sub in _files_under(fs, info.path):
+                by_path[sub.path] = sub
+    out = list(by_path.values())
+    if not out:
+        raise InputError(f"no files match {spec!r}")
+    return [_input_file(uri, fs, i) for i in sorted(out, key=lambda i: i.path)]
+
+
+def expand_inputs(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]") -> list[InputFile]:
+    """Resolve files, directories (recursive, sorted, hidden files skipped), globs (``*``, ``?``,
+    ``[..]``, ``**``) and pyarrow filesystem URIs (``file:///x.log``, ``s3://bucket/logs/``) into
+    files, in argument order, without duplicates. ``.gz`` files are marked ``compression="gzip"``.
+
+    Raises:
+        InputError: no paths, a missing path, a directory without files, a glob without matches,
+            or a URI whose filesystem cannot be opened.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise InputError("no input paths given")
+    seen: set[tuple[str | None, str]] = set()
+    files: list[InputFile] = []
+    for spec in paths:
+        for f in _expand_one(spec):
+            key = (f.fs_uri.split("://", 1)[0] if f.fs_uri else None, f.path)
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+    if not files:
+        raise InputError(f"no input files found in {paths!r}")
+    return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------------
+def _plan_file(f: InputFile, target_bytes: int) -> list[ReadTask]:
+    if f.compression is not None or f.size <= target_bytes:
+        return [ReadTask.whole_file(f)]
+    fs = _filesystem(f.fs_uri)
+    tasks: list[ReadTask] = []
+    start, first_line, newlines = 0, 1, 0  # newlines counted in [start, scan position)
+    next_split = target_bytes
+    pos = 0  # file offset of the current block
+    block_size = max(min(target_bytes, _BLOCK_BYTES), 64 * 1024)
+    with fs.open_input_file(f.path) as fh:
+        while pos < f.size and next_split < f.size:
+            block = fh.read(min(block_size, f.size - pos))
+            if not block:
+                break
+            local = 0
+            while True:
+                search_from = max(next_split - 1 - pos, local)
+                idx = block.find(b"\n", search_from) if search_from < len(block) else -1
+                if idx < 0:
+                    newlines += block.count(b"\n", local)
+                    break
+                end = pos + idx + 1
+                newlines += block.count(b"\n", local, idx + 1)
+                local = idx + 1
+                if end >= f.size:
+                    break
+                tasks.append(ReadTask(f.name, f.path, start, end, first_line, f.compression, f.fs_uri))
+                start, first_line, newlines = end, first_line + newlines, 0
+                next_split = start + target_bytes
+            pos += len(block)
+    tasks.append(ReadTask(f.name, f.path, start, f.size, first_line, f.compression, f.fs_uri))
+    return tasks
+
+
+def plan_read_tasks(files: Sequence[InputFile], target_bytes: int = DEFAULT_TARGET_BYTES) -> list[ReadTask]:
+    """Split files into read tasks. Uncompressed files over ``target_bytes`` become newline-aligned
+    byte ranges of about ``target_bytes`` each, with the correct 1-based ``first_line_no`` (found by
+    streaming the file once and counting newlines); gzip files and small files are one task each."""
+    if target_bytes < 1:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+    tasks: list[ReadTask] = []
+    for f in files:
+        tasks.extend(_plan_file(f, target_bytes))
+    return tasks
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+class _ReadFailure(Exception):
+    """Internal: the byte source hit damage; ``reason`` is a quarantine reason."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _plain_blocks(task: ReadTask) -> Iterator[bytes]:
+    fs = _filesystem(task.fs_uri)
+    try:
+        if task.start == 0 and task.end is None:
+            with fs.open_input_stream(task.path, compression=None) as fh:
+                while True:
+                    block = fh.read(_BLOCK_BYTES)
+                    if not block:
+                        return
+                    yield block
+        else:
+            with fs.open_input_file(task.path) as fh:
+                fh.seek(task.start)
+                remaining = None if task.end is None else task.end - task.start
+                while remaining is None or remaining > 0:
+                    block = fh.read(_BLOCK_BYTES if remaining is None else min(_BLOCK_BYTES, remaining))
+                    if not block:
+                        return
+                    if remaining is not None:
+                        remaining -= len(block)
+                    yield block
+    except (OSError, pa.ArrowException) as exc:
+        raise _ReadFailure("read_error", f"{type(exc).__name__}: {exc}") from None
+
+
+def _gzip_blocks(task: ReadTask) -> Iterator[bytes]:
+    """Decompressed blocks of a (multi-member) gzip file; damage raises _ReadFailure('truncated_gzip')."""
+    fs = _filesystem(task.fs_uri)
+    try:
+        fh = fs.open_input_stream(task.path, compression=None)
+    except (OSError, pa.ArrowException) as exc:
+        raise _ReadFailure("read_error", f"{type(exc).__name__}: {exc}") from None
+    with fh:
+        d = zlib.decompressobj(wbits=31)
+        started = False  # has the current member produced/consumed anything
+        pending = b""
+        while True:
+            if not pending:
+                try:
+                    pending = fh.read(_GZ_READ_BYTES)
+                except (OSError, pa.ArrowException) as exc:
+                    raise _ReadFailure("read_error", f"{type(exc).__name__}: {exc}") from None
+                if not pending:
+                    if started and not d.eof:
+                        try:
+                            rest = d.flush()  # output zlib may still hold for consumed input
+                        except zlib.error as exc:
+                            raise _ReadFailure("truncated_gzip", f"corrupt gzip data: {exc}") from None
+                        if rest:
+                            yield rest
+                        if not d.eof:
+                            raise _ReadFailure("truncated_gzip",
+                                               "compressed stream ended before the end of the gzip member")
+                    return
+            if d.eof:
+                # start of another gzip member, or trailing padding
+                if not pending.strip(b"\x00"):
+                    pending = b""
+                    continue
+                d = zlib.decompressobj(wbits=31)
+                started = False
+            try:
+                out = d.decompress(pending, _BLOCK_BYTES)
+            except zlib.error as exc:
+                raise _ReadFailure("truncated_gzip", f"corrupt gzip data: {exc}") from None
+            started = True
+            pending = d.unconsumed_tail if not d.eof else d.unused_data
+            if out:
+                yield out
+
+
+def read_task_chunks(
+    task: ReadTask,
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[LineChunk]:
+    """Stream the lines of one task as :class:`LineChunk` objects of at most ``chunk_lines`` lines.
+
+    Never raises for damaged input: an over-long line (more than ``max_line_bytes`` bytes) becomes a
+    ``line_too_long`` quarantine row as soon as it is seen (only its first bytes are kept); a truncated
+    or corrupt gzip stream yields every complete line before the damage plus ONE ``truncated_gzip``
+    row (line number = the next line, raw = the partial line if any); an I/O failure yields one
+    ``read_error`` row the same way. A last line without a trailing newline counts as a line.
+    """
+    if chunk_lines < 1:
+        raise ValueError(f"chunk_lines must be positive, got {chunk_lines}")
+    name = task.name
+    lines: list[bytes] = []
+    first = task.first_line_no  # line number of lines[0]
+    partial: list[bytes] = []  # pieces of the current, unfinished line
+    partial_len = 0
+    overlong = False  # the current line already exceeds max_line_bytes; only its head is kept
+
+    def take(chunk_q: list[dict[str, Any]] | None = None) -> LineChunk:
+        nonlocal lines, first
+        chunk = LineChunk(name, first, lines, chunk_q or [])
+        first += len(lines) + len(chunk.quarantine)
+        lines = []
+        return chunk
+
+    def too_long_row(line_no: int, head: bytes) -> dict[str, Any]:
+        return {"file": name, "line_no": line_no, "reason": "line_too_long", "raw": raw_text(head)}
+
+    blocks = _gzip_blocks(task) if task.compression == "gzip" else _plain_blocks(task)
+    failure: _ReadFailure | None = None
+    try:
+        for block in blocks:
+            parts = block.split(b"\n")
+            tail = parts.pop()  # unfinished (possibly empty) last piece
+            if parts:
+                # complete the pending partial line with the first piece
+                if partial or overlong:
+                    head = parts[0]
+                    if overlong or partial_len + len(head) > max_line_bytes:
+                        joined = b"".join(partial) + head[:_KEEP_HEAD_BYTES]
+                        row = too_long_row(first + len(lines), joined)
+                        yield take([row])
+                        parts = parts[1:]
+                    else:
+                        parts[0] = b"".join(partial) + head
+                    partial, partial_len, overlong = [], 0, False
+                if parts and max(map(len, parts)) > max_line_bytes:
+                    for line in parts:
+                        if len(line) > max_line_bytes:
+                            yield take([too_long_row(first + len(lines), line[:_KEEP_HEAD_BYTES])])
+                        else:
+                            lines.append(line)
+                            if len(lines) >= chunk_lines:
+                                yield take()
+                    parts = []
+                # append complete lines, emitting full chunks
+                i = 0
+                while i < len(parts):
+                    room = chunk_lines - len(lines)
+                    lines.extend(parts[i : i + room])
+                    i += room
+                    if len(lines) >= chunk_lines:
+                        yield take()
+            # keep the unfinished tail, but never more than the head of an over-long line
+            if tail:
+                if overlong:
+                    pass
+                elif partial_len + len(tail) > max_line_bytes:
+                    keep = b"".join(partial) + tail
+                    partial, partial_len, overlong = [keep[:_KEEP_HEAD_BYTES]], len(keep), True
+                else:
+                    partial.append(tail)
+                    partial_len += len(tail)
+    except _ReadFailure as exc:
+        failure = exc
+
+    q: list[dict[str, Any]] = []
+    if failure is not None:
+        head = b"".join(partial)
+        raw = raw_text(head) if (failure.reason == "truncated_gzip" and head) else failure.message
+        if failure.reason == "read_error" and head:
+            raw = f"{failure.message} (partial line: {raw_text(head, 100)})"
+        q.append({"file": name, "line_no": first + len(lines), "reason": failure.reason, "raw": raw_text(raw)})
+        logger.warning("%s: %s at line %d: %s", name, failure.reason, first + len(lines), failure.message)
+    elif overlong:
+        q.append(too_long_row(first + len(lines), b"".join(partial)))
+    elif partial:
+        lines.append(b"".join(partial))  # final line without a trailing newline
+    if lines or q:
+        yield take(q)
+
+
+def read_file_events(
+    path: "str | os.PathLike[str] | Sequence[str]",
+    fmt: "LogFormat | str",
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+) -> tuple[pa.Table, pa.Table]:
+    """Read and parse small inputs in-process: ``(events, quarantine)`` concatenated over all files
+    that ``path`` expands to. For big corpora use the Ray pipeline instead."""
+    fmt = load_format(fmt)
+    events, quarantine = [empty_events()], [empty_quarantine()]
+    for f in expand_inputs(path if isinstance(path, (list, tuple)) else [path]):
+        for chunk in read_task_chunks(ReadTask.whole_file(f), chunk_lines, fmt.max_line_bytes):
+            ev, q = parse_chunk(fmt, chunk.lines, chunk.file, chunk.first_line_no)
+            events.append(ev)
+            quarantine.append(q)
+            if chunk.quarantine:
+                quarantine.append(chunk.quarantine_table())
+    q_all = pa.concat_tables(quarantine)
+    if q_all.num_rows:
+        q_all = q_all.sort_by([("file", "ascending"), ("line_no", "ascending")])
+    return pa.concat_tables(events), q_all

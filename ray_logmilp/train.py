@@ -1,0 +1,383 @@
+"""Training LogMILP: ``fit()`` in plain PyTorch, plus the thin Ray Train worker function around it.
+
+``fit`` knows nothing about Ray: it talks to a :class:`TrainContext` (rank, world size, device, how to
+report metrics and checkpoints, how to find the checkpoint to resume from). :class:`LocalContext` runs
+it in-process; :func:`ray_worker_loop` gives it a Ray Train context inside ``TorchTrainer`` workers.
+
+Every rank runs the same number of steps per epoch (uneven steps hang DDP): each rank draws
+``steps_per_epoch * batch_size`` bags, class-balanced by default (the paper's weighted sampler), from
+its own seeded stream over the whole training split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .config import ProjectConfig, from_dict, to_dict
+from .data import BagSet, PreparedData, collate, load_prepared
+from .losses import compute_losses
+from .metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_rate
+from .model import LogMILP, ModelConfig, perturb_key_instance
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_META = "meta.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Context: what fit() needs from its surroundings.
+# --------------------------------------------------------------------------------------------------
+
+class TrainContext(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+    def resume_dir(self) -> str | None: ...
+    def all_gather(self, obj: Any) -> list[Any]: ...
+
+
+class LocalContext:
+    """Single process, no Ray: checkpoints go to ``<run_dir>/checkpoint_<epoch>``; the best is tracked."""
+
+    def __init__(self, run_dir: str | os.PathLike, device: str | torch.device | None = None):
+        self.rank, self.world_size = 0, 1
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict[str, Any]] = []
+        self.best: tuple[float, str] | None = None
+
+    def wrap_model(self, model):
+        return model
+
+    def report(self, metrics, checkpoint_dir):
+        self.history.append(dict(metrics))
+        if checkpoint_dir is not None:
+            dest = self.run_dir / f"checkpoint_{metrics['epoch']:04d}"
+            if dest.exists():
+                import shutil
+                shutil.rmtree(dest)
+            os.replace(checkpoint_dir, dest)
+            score = metrics.get("val_f1", 0.0)
+            if self.best is None or score > self.best[0]:
+                self.best = (score, str(dest))
+
+    def resume_dir(self):
+        found = sorted(self.run_dir.glob("checkpoint_*"))
+        return str(found[-1]) if found else None
+
+    def all_gather(self, obj):
+        return [obj]
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop.
+# --------------------------------------------------------------------------------------------------
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def epoch_indices(labels: np.ndarray, steps: int, batch_size: int, seed: int, balanced: bool) -> np.ndarray:
+    """Bag indices for one rank's epoch, [steps, batch_size]. Same shape on every rank."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    total = steps * batch_size
+    if balanced:
+        pos = labels == 1
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos and n_neg:
+            # Each class gets half the probability mass, like torch's WeightedRandomSampler with 1/freq weights.
+            weights = np.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+            return rng.choice(n, size=total, replace=True, p=weights).reshape(steps, batch_size)
+    reps = -(-total // n)
+    return np.concatenate([rng.permutation(n) for _ in range(reps)])[:total].reshape(steps, batch_size)
+
+
+@torch.no_grad()
+def score_bags(model: LogMILP, bags: BagSet, embeddings: torch.Tensor, batch_size: int, perturbation: str,
+               index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Scores of every bag (and with its key instance removed), in eval mode: p_orig, p_pert."""
+    was_training = model.training
+    model.eval()
+    index = np.arange(len(bags)) if index is None else index
+    # Score in order of length so padding stays small; results go back to the order of ``index``.
+    perm = np.argsort(bags.lengths()[index], kind="stable")
+    p_orig = np.empty(len(index), np.float64)
+    p_pert = np.empty(len(index), np.float64)
+    max_len = model.config.max_len if model.config.positional_encoding else None
+    for start in range(0, len(perm), batch_size):
+        rows = perm[start:start + batch_size]
+        x, mask, _, _ = collate(bags, index[rows], embeddings, max_len)
+        out = model(x, mask)
+        x_p, mask_p, _, _ = perturb_key_instance(x, mask, out.attention, perturbation)
+        p_orig[rows] = out.prob.float().cpu().numpy()
+        p_pert[rows] = model(x_p, mask_p).prob.float().cpu().numpy()
+    model.train(was_training)
+    return {"bag_index": index, "p_orig": p_orig, "p_pert": p_pert}
+
+
+def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, delta_sr: float) -> dict[str, float]:
+    """Bag-label-only metrics: threshold by max F1, F1 there, AUC, SR on positive bags."""
+    out: dict[str, float] = {}
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return {"val_f1": 0.0, "val_auc": float("nan"), "val_sr": float("nan"), "threshold": 0.5}
+    threshold, f1 = best_f1_threshold(y, p_orig)
+    out["threshold"] = float(threshold)
+    out["val_f1"] = float(f1)
+    p, r, _ = precision_recall_f1(y, (p_orig >= threshold).astype(int))
+    out["val_precision"], out["val_recall"] = float(p), float(r)
+    out["val_auc"] = float(roc_auc(y, p_orig))
+    pos = y == 1
+    out["val_sr"] = float(success_rate(p_orig[pos], p_pert[pos], delta_sr)) if pos.any() else float("nan")
+    return out
+
+
+def save_checkpoint(directory: str, model: LogMILP, optimizer, epoch: int, metrics: dict[str, Any],
+                    model_cfg: ModelConfig) -> str:
+    os.makedirs(directory, exist_ok=True)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+               os.path.join(directory, CHECKPOINT_FILE))
+    with open(os.path.join(directory, CHECKPOINT_META), "w") as fh:
+        json.dump({"epoch": epoch, "metrics": metrics, "model_config": to_dict(model_cfg)}, fh)
+    return directory
+
+
+def load_checkpoint(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+    with open(os.path.join(directory, CHECKPOINT_META)) as fh:
+        meta = json.load(fh)
+    return state, meta
+
+
+def model_config_for(cfg: ProjectConfig, data: PreparedData) -> ModelConfig:
+    """The project's model section with the input size taken from the template embeddings."""
+    section = to_dict(cfg.model)
+    if section.get("input_dim") not in (0, None, data.input_dim):
+        raise ValueError(f"model.input_dim={section['input_dim']} but the templates are embedded in "
+                         f"{data.input_dim} dimensions; leave model.input_dim at 0 to take it from the data")
+    section["input_dim"] = data.input_dim
+    return ModelConfig(**section)
+
+
+def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_dir: str) -> dict[str, Any]:
+    """Train LogMILP; reports every epoch through ``ctx``. Returns the last epoch's metrics."""
+    tc = cfg.train
+    set_seed(tc.seed)
+    model_cfg = model_config_for(cfg, data)
+    model = LogMILP(model_cfg).to(ctx.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start_epoch = 0
+    resume = ctx.resume_dir()
+    if resume:
+        state, meta = load_checkpoint(resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+        if ctx.rank == 0:
+            log.info("resuming from %s (epoch %d done)", resume, start_epoch)
+    train_model = ctx.wrap_model(model)
+    embeddings = torch.from_numpy(data.embeddings).to(ctx.device)
+    train_bags, val_bags = data.splits["train"], data.splits["val"]
+    steps = tc.steps_per_epoch or max(1, math.ceil(len(train_bags) / (tc.batch_size * ctx.world_size)))
+    use_bf16 = tc.bf16 and ctx.device.type == "cuda"
+    max_len = model_cfg.max_len if model_cfg.positional_encoding else None
+    metrics: dict[str, Any] = {}
+
+    for epoch in range(start_epoch, tc.epochs):
+        t_epoch = time.perf_counter()
+        model.train()
+        batches = epoch_indices(train_bags.labels, steps, tc.batch_size,
+                                seed=tc.seed * 100_003 + epoch * 1_009 + ctx.rank, balanced=tc.balanced_sampling)
+        sums: dict[str, float] = {}
+        for idx in batches:
+            x, mask, y, _ = collate(train_bags, idx, embeddings, max_len)
+            with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss, terms, _ = compute_losses(train_model, x, mask, y, cfg.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+        train_seconds = time.perf_counter() - t_epoch
+
+        # Validation on this rank's shard of the val split, gathered so every rank sees the same numbers.
+        shard = np.arange(ctx.rank, len(val_bags), ctx.world_size)
+        scored = score_bags(model, val_bags, embeddings, tc.eval_batch_size, cfg.loss.perturbation, shard)
+        gathered = ctx.all_gather(scored)
+        idx = np.concatenate([g["bag_index"] for g in gathered])
+        p_orig = np.concatenate([g["p_orig"] for g in gathered])
+        p_pert = np.concatenate([g["p_pert"] for g in gathered])
+        metrics = {"epoch": epoch, **{f"train_{k}": v / len(batches) for k, v in sums.items()},
+                   **validation_metrics(val_bags.labels[idx].astype(int), p_orig, p_pert, cfg.eval.delta_sr),
+                   "train_seconds": train_seconds, "bags_per_second": len(batches) * tc.batch_size / train_seconds}
+        if ctx.rank == 0:
+            log.info("epoch %d/%d loss %.4f (cls %.4f proto %.4f attn %.4f con %.4f) val F1 %.3f AUC %.3f SR %.3f "
+                     "[%.1f bags/s]", epoch + 1, tc.epochs, metrics["train_loss"], metrics["train_cls"],
+                     metrics["train_proto"], metrics["train_attn"], metrics["train_con"], metrics["val_f1"],
+                     metrics["val_auc"], metrics["val_sr"], metrics["bags_per_second"])
+        ckpt = None
+        if ctx.rank == 0:
+            ckpt = save_checkpoint(os.path.join(scratch_dir, f"epoch_{epoch:04d}"), model, optimizer, epoch,
+                                   metrics, model_cfg)
+        ctx.report(metrics, ckpt)
+        if tc.fault_injection_epoch is not None and epoch == tc.fault_injection_epoch:
+            _maybe_crash_once(tc.fault_injection_marker, ctx)
+    return metrics
+
+
+def _maybe_crash_once(marker: str | None, ctx: TrainContext) -> None:
+    """Fault injection for the resume test: the last rank dies once, right after a checkpoint."""
+    if marker is None or ctx.rank != ctx.world_size - 1 or os.path.exists(marker):
+        return
+    Path(marker).write_text("crashed once\n")
+    log.warning("fault injection: rank %d exits now", ctx.rank)
+    os._exit(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray Train.
+# --------------------------------------------------------------------------------------------------
+
+class RayContext:
+    """TrainContext inside a Ray Train worker."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        tctx = ray.train.get_context()
+        self.rank, self.world_size = tctx.get_world_rank(), tctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def wrap_model(self, model):
+        import ray.train.torch
+
+        if self.world_size == 1:
+            return model
+        wrapped = ray.train.torch.prepare_model(model, move_to_device=False)
+        wrapped.config = model.config   # losses read model.config; DDP does not forward attributes
+        return wrapped
+
+    def report(self, metrics, checkpoint_dir):
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def resume_dir(self):
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        # to_directory copies it locally, so it works for remote storage as well.
+        return checkpoint.to_directory()
+
+    def all_gather(self, obj):
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+
+def ray_worker_loop(loop_config: dict[str, Any]) -> None:
+    """The Ray Train ``train_loop_per_worker``: rebuild the config, load the data, call ``fit``."""
+    import tempfile
+
+    cfg = from_dict(ProjectConfig, loop_config["config"])
+    data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
+    with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:
+        fit(cfg, data, RayContext(), scratch_dir=scratch)
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: str
+    best_checkpoint: str
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def train_with_ray(cfg: ProjectConfig) -> TrainResult:
+    """Run training on the Ray cluster (TorchTrainer, DDP) and write the model bundle from the best epoch."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from . import bundle, storage
+
+    t0 = time.perf_counter()
+    tc = cfg.train
+    if not ray.is_initialized():
+        ray.init()
+    use_gpu = tc.use_gpu if isinstance(tc.use_gpu, bool) else bool(ray.cluster_resources().get("GPU", 0))
+    fs, storage_root = storage.resolve_dir(tc.storage_path, create=True)
+    run_config = ray.train.RunConfig(
+        name=tc.run_name,
+        storage_path=storage.uri(fs, storage_root),
+        failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.num_to_keep,
+                                                     checkpoint_score_attribute="val_f1",
+                                                     checkpoint_score_order="max"),
+    )
+    resources = {"CPU": tc.cpus_per_worker, **(tc.resources_per_worker or {})}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        ray_worker_loop,
+        train_loop_config={"config": to_dict(cfg)},
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=run_config,
+    )
+    log.info("training on %d worker(s)%s; checkpoints under %s", tc.num_workers, " with GPUs" if use_gpu else "",
+             tc.storage_path)
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric="val_f1", mode="max") if result.best_checkpoints else None
+    if best is None:
+        raise RuntimeError("training reported no checkpoint")
+    with best.as_directory() as ckpt_dir:
+        state, meta = load_checkpoint(ckpt_dir)
+        out = bundle.write_bundle(tc.bundle_dir, cfg, state["model"], meta,
+                                  prepared_dir=tc.prepared_dir or cfg.data.output_dir)
+    return TrainResult(bundle_dir=out, best_checkpoint=best.path, metrics=meta["metrics"],
+                       seconds=time.perf_counter() - t0)
+
+
+def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
+    """The same training without Ray (one process): used by tests, benchmarks and debugging."""
+    import tempfile
+
+    from . import bundle
+
+    t0 = time.perf_counter()
+    data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
+    run_dir = run_dir or tempfile.mkdtemp(prefix="logmilp-run-")
+    ctx = LocalContext(run_dir)
+    with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:
+        fit(cfg, data, ctx, scratch_dir=scratch)
+    assert ctx.best is not None
+    state, meta = load_checkpoint(ctx.best[1])
+    out = bundle.write_bundle(cfg.train.bundle_dir, cfg, state["model"], meta,
+                              prepared_dir=cfg.train.prepared_dir or cfg.data.output_dir)
+    return TrainResult(bundle_dir=out, best_checkpoint=ctx.best[1], metrics=meta["metrics"],
+                       seconds=time.perf_counter() - t0)

@@ -1,0 +1,202 @@
+"""LogMILP loss terms, each pinned to numbers worked out by hand in the test."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ray_logmilp.losses import (
+    LossConfig,
+    attention_entropy_loss,
+    compute_losses,
+    consistency_loss,
+    focal_loss,
+    proto_loss,
+)
+from ray_logmilp.model import LogMILP, ModelConfig
+
+
+def test_focal_loss_hand_values():
+    # Both bags have p_t = 3/4 (logit gap ln 3): (1 − p_t)^2 = 1/16, −log p_t = ln(4/3) = 0.287682.
+    # Positive bag: α = 0.25 → 0.25 · 0.0625 · 0.287682 = 0.0044950
+    # Negative bag: 1 − α = 0.75 → 0.75 · 0.0625 · 0.287682 = 0.0134851
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
+    y = torch.tensor([1, 0])
+    expected = (0.0044950 + 0.0134851) / 2
+    assert focal_loss(logits, y, gamma=2.0, alpha=0.25).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_focal_loss_without_focusing_or_weighting_is_cross_entropy():
+    # γ = 0, no α: −log p_t. For p_t = 3/4 and p_t = 1/2: (0.287682 + 0.693147) / 2 = 0.490415
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])
+    y = torch.tensor([1, 0])
+    assert focal_loss(logits, y, gamma=0.0, alpha=None).item() == pytest.approx(0.490415, abs=1e-6)
+    assert focal_loss(logits, y, gamma=0.0, alpha=None).item() == pytest.approx(
+        F.cross_entropy(logits, y).item(), abs=1e-6)
+
+
+def test_focal_loss_accepts_float_labels():
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    assert focal_loss(logits, torch.tensor([1.0])).item() == pytest.approx(0.0044950, abs=1e-6)
+
+
+def test_proto_loss_hand_values():
+    # Positives: max(0, 0.8 − 0.5) = 0.3 and max(0, 0.8 − 0.9) = 0 → mean 0.15
+    # Negatives: max(0, 0.5 − 0.2) = 0.3 and max(0, 0.5 − 0.7) = 0 → mean 0.15; w_ent = 2 → 0.3
+    # Total 0.45 (E_bag of positives and M_bag of negatives play no part).
+    M = torch.tensor([0.5, 0.9, 0.1, 0.1])
+    E = torch.tensor([0.0, 0.0, 0.2, 0.7])
+    y = torch.tensor([1, 1, 0, 0])
+    got = proto_loss(M, E, y, delta_p=0.8, delta_e=0.5, w_ent=2.0)
+    assert got.item() == pytest.approx(0.45, abs=1e-6)
+
+
+def test_proto_loss_empty_group_is_zero_not_nan():
+    # Only positives: the negative mean is 0. max(0, 0.8 − 0.6) = 0.2.
+    got = proto_loss(torch.tensor([0.6]), torch.tensor([0.0]), torch.tensor([1]))
+    assert got.item() == pytest.approx(0.2, abs=1e-6)
+    # Only negatives: max(0, 0.5 − 0.1) = 0.4.
+    got = proto_loss(torch.tensor([0.0]), torch.tensor([0.1]), torch.tensor([0]))
+    assert got.item() == pytest.approx(0.4, abs=1e-6)
+
+
+def test_attention_entropy_loss_hand_values():
+    # Bag 0 (2 real of 4): head 0 = (½, ½) → ln2/ln2 = 1; head 1 = (1, 0) → 0.
+    # Bag 1 (4 real): head 0 uniform → ln4/ln4 = 1; head 1 = (½, ½, 0, 0) → ln2/ln4 = ½.
+    # Bag 2 (1 real): → 0 for both heads.  Mean over 6 (bag, head) pairs: 2.5 / 6.
+    att = torch.tensor([
+        [[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+        [[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0]],
+        [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+    ])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    got = attention_entropy_loss(att, mask, eps=1e-8)
+    assert got.item() == pytest.approx(2.5 / 6, abs=1e-6)
+
+
+def test_consistency_loss_hand_values():
+    # Positives: max(0, 0.5 − (0.9 − 0.2)) = 0 and max(0, 0.5 − (0.6 − 0.5)) = 0.4 → mean 0.2.
+    # The negative bag (no drop at all) does not count.
+    p_orig = torch.tensor([0.9, 0.6, 0.9])
+    p_pert = torch.tensor([0.2, 0.5, 0.9])
+    y = torch.tensor([1, 1, 0])
+    assert consistency_loss(p_orig, p_pert, y, delta_c=0.5).item() == pytest.approx(0.2, abs=1e-6)
+    # A rise in score after removal is penalised beyond Δ_c: 0.5 − (0.3 − 0.5) = 0.7.
+    assert consistency_loss(torch.tensor([0.3]), torch.tensor([0.5]), torch.tensor([1])).item() == \
+        pytest.approx(0.7, abs=1e-6)
+
+
+def test_consistency_loss_without_positives_is_zero():
+    got = consistency_loss(torch.tensor([0.9, 0.1]), torch.tensor([0.9, 0.1]), torch.tensor([0, 0]))
+    assert got.item() == 0.0
+
+
+def test_loss_config_validation():
+    with pytest.raises(ValueError, match="perturbation"):
+        LossConfig(perturbation="drop")
+    with pytest.raises(ValueError, match="lambda_c"):
+        LossConfig(lambda_c=-1.0)
+    with pytest.raises(ValueError, match="focal_alpha"):
+        LossConfig(focal_alpha=1.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# compute_losses
+
+
+def _model(**overrides) -> LogMILP:
+    torch.manual_seed(0)
+    cfg = dict(input_dim=8, hidden_dim=16, encoder_heads=2, ff_dim=32, dropout=0.0, num_prototypes=3,
+               attention_heads=2, attention_dim=8)
+    cfg.update(overrides)
+    return LogMILP(ModelConfig(**cfg))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 5, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    y = torch.tensor([1, 0, 1, 0])
+    return x, mask, y
+
+
+def _count_forwards(model):
+    calls = []
+    model.register_forward_hook(lambda mod, args, out: calls.append((args[0].clone(), args[1].clone())))
+    return calls
+
+
+def test_compute_losses_total_is_weighted_sum_of_terms():
+    model = _model()
+    x, mask, y = _batch()
+    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7)
+    total, terms, out = compute_losses(model, x, mask, y, cfg)
+    assert set(terms) == {"loss", "cls", "proto", "attn", "con"}
+    expected = terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"]
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert terms["loss"] == pytest.approx(total.item(), rel=1e-6)
+    assert out.prob.shape == (4,)
+    # Each term agrees with its own function on the first pass's outputs.
+    assert terms["cls"] == pytest.approx(focal_loss(out.logits, y).item(), rel=1e-6)
+    assert terms["proto"] == pytest.approx(proto_loss(out.M_bag, out.E_bag, y).item(), rel=1e-6)
+    assert terms["attn"] == pytest.approx(attention_entropy_loss(out.attention, mask).item(), rel=1e-6)
+
+
+def test_compute_losses_second_pass_sees_original_and_perturbed_bags_stacked():
+    model = _model()
+    calls = _count_forwards(model)
+    x, mask, y = _batch()
+    B = x.shape[0]
+    _, _, out = compute_losses(model, x, mask, y, LossConfig(perturbation="zero"))
+    # A no-grad probe on the bags, then one differentiable pass on [original; perturbed] (DDP-safe).
+    assert len(calls) == 2
+    (x1, m1), (x2, m2) = calls
+    assert torch.equal(x1, x) and torch.equal(m1, mask)
+    assert x2.shape[0] == 2 * B and torch.equal(x2[:B], x) and torch.equal(m2[B:], mask)
+    changed = (x2[B:] != x).any(dim=-1)                              # [B,W]
+    assert changed.sum(dim=1).tolist() == [1, 1, 1, 1]               # exactly one row zeroed per bag
+    assert (x2[B:][changed] == 0).all()
+    assert out.prob.shape == (B,)
+
+    calls.clear()
+    compute_losses(model, x, mask, y, LossConfig(perturbation="mask"))
+    (_, _), (x2, m2) = calls
+    # One instance leaves each bag with ≥ 2 instances; the single-instance bag (3) is zeroed instead.
+    assert (mask.sum(1) - m2[B:].sum(1)).tolist() == [1, 1, 1, 0]
+    assert (x2[B + 3, 0] == 0).all()
+
+
+def test_compute_losses_without_consistency_runs_once():
+    model = _model()
+    calls = _count_forwards(model)
+    x, mask, y = _batch()
+    total, terms, _ = compute_losses(model, x, mask, y, LossConfig(use_consistency=False))
+    assert len(calls) == 1
+    assert terms["con"] == 0.0
+    total.backward()
+
+
+def test_consistency_gradient_flows_through_both_passes():
+    # The focal term cannot be switched off, so compare gradients with and without detaching P_orig
+    # inside L_con: they differ only if L_con's gradient reaches the model through the first pass.
+    x, mask, y = _batch()
+    # And with P_orig detached, L_con still moves the weights, through the second (perturbed) pass.
+    grads = []
+    for cfg in (LossConfig(), LossConfig(detach_p_orig=True), LossConfig(use_consistency=False)):
+        model = _model()
+        total, terms, _ = compute_losses(model, x, mask, y, cfg)
+        total.backward()
+        grads.append(model.classifier[-1].weight.grad.clone())
+        assert (terms["con"] > 0) == cfg.use_consistency
+    assert not torch.allclose(grads[0], grads[1])
+    assert not torch.allclose(grads[1], grads[2])
+
+
+def test_compute_losses_without_prototypes():
+    model = _model(use_prototypes=False)
+    x, mask, y = _batch()
+    total, terms, _ = compute_losses(model, x, mask, y, LossConfig())
+    assert terms["proto"] == 0.0
+    total.backward()
