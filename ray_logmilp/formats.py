@@ -108,7 +108,6 @@ DRAIN_KEYS = {
 
 _TOP_KEYS = ("name", "description", "header", "timestamp", "label", "session", "masking", "drain",
              "max_line_bytes")
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
 _REGEX_META = set(".^$*+?()[]{}|\\")
 _FRACTION_SEPARATORS = ".,:"
@@ -300,6 +299,10 @@ def _compile_header(header: str, needed: Sequence[str], where: str) -> tuple[tup
     if dupes:
         raise FormatError(f"{where}: header repeats field(s) {dupes}")
     for lit in literals:
+        bad = re.search(r"<[A-Za-z_][^<>\s]*>", lit)
+        if bad:
+            raise FormatError(f"{where}: header field {bad.group(0)!r} is not a valid name "
+                              "(letters, digits and '_', not starting with a digit)")
         if lit.endswith("(?P") or lit.endswith("(?"):
             raise FormatError(f"{where}: named groups are not allowed in the header literal {lit!r}")
     # Loghub: runs of spaces -> \s+, the rest of a literal is a regex fragment.
@@ -460,7 +463,21 @@ class LogFormat:
             raise FormatError(f"{where}: 'header' must be a non-empty string")
         if isinstance(self.max_line_bytes, bool) or not isinstance(self.max_line_bytes, int) or self.max_line_bytes < 1:
             raise FormatError(f"{where}: 'max_line_bytes' must be a positive integer, got {self.max_line_bytes!r}")
-        object.__setattr__(self, "masking", tuple(self.masking))
+        # convenience for direct construction: plain mappings become the rule dataclasses
+        if isinstance(self.timestamp, Mapping):
+            object.__setattr__(self, "timestamp", TimestampRule(tuple(self.timestamp.get("fields") or ()),
+                                                                self.timestamp.get("format", "")))
+        if isinstance(self.label, Mapping):
+            object.__setattr__(self, "label", LabelRule(self.label.get("field"), self.label.get("normal")))
+        if isinstance(self.session, Mapping):
+            object.__setattr__(self, "session", SessionRule(self.session.get("field"), self.session.get("pattern")))
+        object.__setattr__(self, "masking", tuple(
+            MaskRule(m.get("pattern"), m.get("replacement", "<*>")) if isinstance(m, Mapping) else m
+            for m in self.masking
+        ))
+        if not isinstance(self.timestamp, TimestampRule):
+            raise FormatError(f"{where}: 'timestamp' must be a TimestampRule, got {type(self.timestamp).__name__}")
+        object.__setattr__(self, "timestamp", TimestampRule(tuple(self.timestamp.fields), self.timestamp.format))
         object.__setattr__(self, "drain", _FrozenDict(self.drain))
 
         ts = self.timestamp
@@ -801,6 +818,7 @@ def _parse_timestamps(fmt: LogFormat, values: pa.Array) -> pa.Array:
         ok = pc.match_substring_regex(values, pattern=_EPOCH_PATTERN)
         safe = pc.if_else(ok, pc.utf8_trim_whitespace(values), pa.scalar("0", values.type))
         out = pc.cast(safe, pa.float64())
+        ok = pc.and_(ok, pc.is_finite(out))  # '1e400' parses to inf
         return pc.if_else(ok, out, pa.scalar(None, pa.float64()))
     if not comp.ts_has_fraction:
         ts = pc.strptime(values, format=comp.ts_base_format, unit="s", error_is_null=True)
@@ -895,7 +913,7 @@ def parse_chunk(
 
     # 6. timestamps
     ts_cols = [pc.struct_field(matched, f) for f in fmt.timestamp.fields]
-    ts_text = ts_cols[0] if len(ts_cols) == 1 else pc.binary_join_element_wise(*ts_cols, " ")
+    ts_text = ts_cols[0] if len(ts_cols) == 1 else pc.binary_join_element_wise(*ts_cols, pa.scalar(" ", ts_cols[0].type))
     ts = _parse_timestamps(fmt, ts_text)
     ts_ok = _np_bool(pc.is_valid(ts))
     code[(code == 0) & ~ts_ok] = _BAD_TS

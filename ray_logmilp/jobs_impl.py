@@ -47,3 +47,121 @@ def prepare_main(args: argparse.Namespace) -> int:
     print(format_prepare_summary(manifest))
     print(f"outputs: {cfg.data.output_dir}")
     return 0
+
+
+SMOKE_OVERRIDES = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "model.attention_dim=16",
+                   "model.num_prototypes=4", "data.window.size=32", "data.window.stride=32"]
+
+
+def _smoke_corpus(overrides: list[str]) -> list[str]:
+    """A tiny synthetic corpus in a temp folder and the overrides that point every stage at it."""
+    from .synthetic import SyntheticConfig, generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="logmilp-smoke-"))
+    generate(SyntheticConfig(num_lines=20_000, seed=0), tmp / "corpus")
+    return overrides + [f"data.inputs=[{tmp / 'corpus' / 'corpus.log'}]", f"data.output_dir={tmp / 'prepared'}",
+                        "data.format=bgl", "data.labels.source=lines", f"train.bundle_dir={tmp / 'model'}",
+                        f"train.storage_path={tmp / 'ray_results'}", "train.prepared_dir=null"]
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from .config import load_project
+    from .train import train_with_ray
+
+    overrides = list(args.overrides)
+    if args.smoke_test:
+        overrides = _smoke_corpus(SMOKE_OVERRIDES + overrides)
+    cfg = load_project(args.config, overrides)      # every config error surfaces here, before Ray starts
+    if args.prepare or args.smoke_test:
+        from .pipeline import prepare
+        print(format_prepare_summary(prepare(cfg.data)))
+    result = train_with_ray(cfg)
+    m = result.metrics
+    print(f"trained in {result.seconds:.1f}s; best epoch {m['epoch'] + 1}: val F1 {m['val_f1']:.4f}, "
+          f"AUC {m['val_auc']:.4f}, SR {m['val_sr']:.4f}, threshold {m['threshold']:.4f}")
+    print(f"model bundle: {result.bundle_dir}")
+    return 0
+
+
+ABLATIONS: dict[str, list[str]] = {
+    "w/o consistency": ["loss.use_consistency=false"],
+    "w/o prototypes": ["model.use_prototypes=false"],
+    "w/o candidate bias": ["model.use_candidate_bias=false"],
+    "mask perturbation": ["loss.perturbation=mask"],
+}
+
+
+def _train_seeds(args, overrides: list[str], seeds: list[int], tag: str) -> list[str]:
+    from .config import load_project
+    from .train import train_with_ray
+
+    bundles = []
+    for seed in seeds:
+        base = load_project(args.config, overrides)
+        slug = tag.replace("/", "").replace(" ", "_") or "full"
+        run_overrides = overrides + [f"train.seed={seed}", f"train.bundle_dir={base.train.bundle_dir}/{slug}/seed_{seed}"]
+        if base.train.run_name:
+            run_overrides.append(f"train.run_name={base.train.run_name}-{slug}-seed{seed}")
+        cfg = load_project(args.config, run_overrides)
+        log.info("training %s seed %d", tag or "full model", seed)
+        bundles.append(train_with_ray(cfg).bundle_dir)
+    return bundles
+
+
+def evaluate_main(args: argparse.Namespace) -> int:
+    import os
+
+    from .bundle import load_bundle, update_metrics
+    from .config import load_project, to_dict
+    from .data import load_prepared
+    from .evaluation import (aggregate, evaluate, example_lines, markdown_report, plot_heatmaps, plot_pr_curve,
+                             strip_raw, write_json)
+
+    overrides = list(args.overrides)
+    if args.smoke_test:
+        overrides = _smoke_corpus(SMOKE_OVERRIDES + ["eval.seeds=[0]"] + overrides)
+    cfg = load_project(args.config, overrides)
+    prepared_dir = cfg.train.prepared_dir or cfg.data.output_dir
+    if args.smoke_test:
+        from .pipeline import prepare
+        print(format_prepare_summary(prepare(cfg.data)))
+    bundles = args.bundle or _train_seeds(args, overrides, cfg.eval.seeds, "")
+    data = load_prepared(prepared_dir)
+
+    def run(bundle_dirs: list[str]) -> tuple[list[dict], list]:
+        results, loaded = [], []
+        for b in bundle_dirs:
+            bundle = load_bundle(b)
+            res = evaluate(bundle, data, top_k=cfg.eval.top_k, delta_sr=cfg.eval.delta_sr,
+                           perturbation=cfg.loss.perturbation)
+            update_metrics(b, {"test": strip_raw(res)})
+            results.append(res)
+            loaded.append(bundle)
+        return results, loaded
+
+    results, loaded = run(bundles)
+    summary = aggregate(results)
+    ablation = None
+    if args.ablation:
+        ablation = {"full": summary}
+        for name, extra in ABLATIONS.items():
+            variant_bundles = _train_seeds(args, overrides + extra, cfg.eval.seeds, name)
+            ablation[name] = aggregate(run(variant_bundles)[0])
+
+    report_dir = args.report_dir or os.path.join(cfg.train.bundle_dir, "report")
+    os.makedirs(report_dir, exist_ok=True)
+    plot_pr_curve(results, os.path.join(report_dir, "pr_curve.png"))
+    plot_heatmaps(loaded[0], data, os.path.join(report_dir, "heatmaps.png"), count=cfg.eval.heatmaps)
+    report = markdown_report(cfg.data.format if not args.smoke_test else "smoke test", summary,
+                             seeds=cfg.eval.seeds if not args.bundle else list(range(len(bundles))),
+                             manifest=data.manifest, ablation=ablation, top_k=cfg.eval.top_k,
+                             examples=example_lines(data, results[0]),
+                             note=args.note if hasattr(args, "note") else None)
+    with open(os.path.join(report_dir, "report.md"), "w") as fh:
+        fh.write(report)
+    write_json(os.path.join(report_dir, "metrics.json"), {
+        "summary": summary, "per_run": [strip_raw(r) for r in results], "bundles": bundles,
+        "ablation": ablation, "config": to_dict(cfg)})
+    print(report)
+    print(f"report: {report_dir}/report.md (metrics.json, pr_curve.png, heatmaps.png beside it)")
+    return 0

@@ -253,7 +253,7 @@ def _expand_one(spec: str) -> list[InputFile]:
         uri = None
         expanded = os.path.expanduser(spec)
         full = os.path.abspath(expanded)
-        glob_at = _GLOB_CHARS.search(expanded)
+        glob_at = None if os.path.lexists(full) else _GLOB_CHARS.search(expanded)  # '[1].log' may be a real name
         if glob_at is not None:
             # the static directory part before the first glob character
             root_path = os.path.dirname(os.path.abspath(expanded[: glob_at.start()] + "_"))

@@ -25,14 +25,13 @@ import csv
 import dataclasses
 import datetime as _dt
 import gzip
-import io
 import json
 import logging
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
