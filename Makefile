@@ -8,7 +8,10 @@ PY := $(VENV)/bin/python
 # torch is installed explicitly first: an unpinned torch requirement pulls gigabytes of CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
-DEMO_DIR ?= outputs/demo
+DEMO_DIR ?= $(CURDIR)/outputs/demo
+DEMO_LINES ?= 100000
+DEMO_ARGS = data.inputs='[$(DEMO_DIR)/corpus/corpus.log]' data.output_dir=$(DEMO_DIR)/prepared \
+	train.bundle_dir=$(DEMO_DIR)/model train.storage_path=$(DEMO_DIR)/ray_results
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-all bench clean
@@ -23,8 +26,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m ray_logmilp.synthetic --out $(DEMO_DIR)/corpus --lines 200000 --seed 0
-	$(PY) jobs/prepare.py --config configs/synthetic.yaml data.inputs='[$(DEMO_DIR)/corpus/corpus.log]' data.output_dir=$(DEMO_DIR)/prepared
+	$(PY) -m ray_logmilp.synthetic --out $(DEMO_DIR)/corpus --lines $(DEMO_LINES) --seed 0 --quiet
+	$(PY) jobs/prepare.py --config configs/synthetic.yaml $(DEMO_ARGS)
+	$(PY) jobs/evaluate.py --config configs/synthetic.yaml $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -126,7 +126,7 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
     from safetensors.torch import load as load_safetensors
 
     from .embedding import embedder_from_spec
-    from .formats import format_from_dict
+    from .formats import LogFormat
     from .model import LogMILP, ModelConfig
     from .parsing import FrozenParser
 
@@ -166,7 +166,7 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
         template_texts=templates.column("template").to_pylist(),
         parser=FrozenParser.from_dict(json.loads(blobs["parser.json"])),
         embedder=embedder_from_spec(json.loads(blobs["embedder.json"])),
-        format=format_from_dict(json.loads(blobs["format.json"])),
+        format=LogFormat.from_dict(json.loads(blobs["format.json"]), source=f"{bundle_dir}/format.json"),
         metrics=json.loads(blobs["metrics.json"]),
     )
 

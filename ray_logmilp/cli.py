@@ -37,3 +37,21 @@ def run_job(main: Callable[[argparse.Namespace], int], parser: argparse.Argument
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except user_errors() as exc:
+        # Bad input or a bad invocation: one clear line, no traceback (--verbose shows it).
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe the user's input, not a bug in ray-logmilp."""
+    from .bundle import BundleError
+    from .data import DataError
+    from .formats import FormatError
+    from .pipeline import PrepareError
+    from .sources import InputError
+    from .windows import WindowError
+
+    return (FormatError, InputError, PrepareError, WindowError, DataError, BundleError)

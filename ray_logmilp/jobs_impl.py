@@ -39,7 +39,7 @@ def prepare_main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.smoke_test:
         tmp = Path(tempfile.mkdtemp(prefix="logmilp-smoke-"))
-        generate(SyntheticConfig(num_lines=20_000, seed=0), tmp / "corpus")
+        generate(SyntheticConfig(n_lines=20_000, seed=0), tmp / "corpus")
         overrides += [f"data.inputs=[{tmp / 'corpus' / 'corpus.log'}]", f"data.output_dir={tmp / 'prepared'}",
                       "data.format=bgl", "data.labels.source=lines"]
     cfg = load_project(args.config, overrides)      # every config error surfaces here, before Ray starts
@@ -58,7 +58,7 @@ def _smoke_corpus(overrides: list[str]) -> list[str]:
     from .synthetic import SyntheticConfig, generate
 
     tmp = Path(tempfile.mkdtemp(prefix="logmilp-smoke-"))
-    generate(SyntheticConfig(num_lines=20_000, seed=0), tmp / "corpus")
+    generate(SyntheticConfig(n_lines=20_000, seed=0), tmp / "corpus")
     return overrides + [f"data.inputs=[{tmp / 'corpus' / 'corpus.log'}]", f"data.output_dir={tmp / 'prepared'}",
                         "data.format=bgl", "data.labels.source=lines", f"train.bundle_dir={tmp / 'model'}",
                         f"train.storage_path={tmp / 'ray_results'}", "train.prepared_dir=null"]

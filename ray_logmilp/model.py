@@ -73,6 +73,13 @@ class ModelConfig:
     """Add a fixed sinusoidal position code after the projection. Not in the paper (its encoder input is
     H = XW + b only); ours, because a Transformer without positions is permutation-equivariant and could
     never learn anomalies that are defined by the order of otherwise normal lines."""
+    positional_scale: float = 0.1
+    """Multiplier on the unit-norm position code. Full strength drowned the projected template embedding
+    (norm ~0.5), so self-attention keyed on positions and learning stalled; 0.1 keeps order visible."""
+    norm_first: bool = True
+    """Pre-LayerNorm encoder layers (plus a final LayerNorm). Post-LN (PyTorch's default) trained poorly
+    here: self-attention mixed the one anomalous line into its 63 neighbours and the bag loss stalled at
+    chance; pre-LN keeps each line's own representation on the residual path."""
     max_len: int = 4096
     """Longest bag accepted when positional_encoding is on (size of the position table)."""
 
@@ -149,10 +156,11 @@ class LogMILP(nn.Module):
             # Not persistent: a deterministic function of the config, so it stays out of checkpoints.
             self.register_buffer("pos", sinusoidal_positions(cfg.max_len, d_h), persistent=False)
         layer = nn.TransformerEncoderLayer(d_model=d_h, nhead=cfg.encoder_heads, dim_feedforward=cfg.ff_dim,
-                                           dropout=cfg.dropout, batch_first=True)
+                                           dropout=cfg.dropout, batch_first=True, norm_first=cfg.norm_first)
         # No nested-tensor conversion: padded rows are masked and zeroed anyway, and one dense code path
         # keeps training and inference numerically alike.
-        self.encoder = nn.TransformerEncoder(layer, num_layers=cfg.encoder_layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=cfg.encoder_layers, enable_nested_tensor=False,
+                                             norm=nn.LayerNorm(d_h) if cfg.norm_first else None)
 
         # III-D prototypes. Only created when used, so DDP never sees parameters without gradients.
         if cfg.use_prototypes:
@@ -190,7 +198,7 @@ class LogMILP(nn.Module):
         h = self.proj(x)                                                               # [B,W,d_h]
         if cfg.positional_encoding:
             # Absolute positions within the window: a right-padded bag keeps its real rows' positions.
-            h = h + self.pos[:W]
+            h = h + cfg.positional_scale * self.pos[:W]
         z = self.encoder(h, src_key_padding_mask=~mask)                                # [B,W,d_h]
         z = z.masked_fill(~real, 0.0)
 

@@ -127,7 +127,7 @@ class ParseTask:
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for row in batch.to_pylist():
             task = ReadTask.from_dict(json.loads(row["task"]))
-            for chunk in read_task_chunks(task, chunk_lines=self.chunk_lines):
+            for chunk in read_task_chunks(task, chunk_lines=self.chunk_lines, max_line_bytes=self.fmt.max_line_bytes):
                 events, quarantine = parse_chunk(self.fmt, chunk.lines, chunk.file, chunk.first_line_no)
                 reader_q = chunk.quarantine_table()
                 if reader_q.num_rows:
@@ -236,6 +236,9 @@ def _check_inputs(cfg: DataConfig) -> tuple[LogFormat, list, ParserConfig, BagLa
     """Everything that can fail on bad configuration or input, before any Ray work."""
     fmt = load_format(cfg.format)
     files = expand_inputs(cfg.inputs)
+    if all(getattr(f, "size", 1) == 0 for f in files):
+        raise PrepareError(f"the input is empty: {', '.join(str(storage.describe(f)) for f in files)} "
+                           f"contain{'s' if len(files) == 1 else ''} no bytes")
     if cfg.labels.source == "lines" and fmt.label is None:
         raise PrepareError(f"data.labels.source is 'lines' but format '{fmt.name}' has no label field; "
                            "use data.labels.source=alarms (with data.labels.alarms_path), sessions or none")
@@ -267,7 +270,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ParseTask, fn_constructor_args=(fmt, parser_cfg, cfg.chunk_lines), batch_size=1,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
-            size=cfg.parse_concurrency or max(1, int(ray.available_resources().get("CPU", 1)))),
+            size=min(len(items), cfg.parse_concurrency or max(1, int(ray.available_resources().get("CPU", 1))))),
         num_cpus=1,
     )
 

@@ -24,6 +24,49 @@ def ray_local():
     """A real local Ray with 2 CPUs, shared by the whole test session."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": always a fresh local instance, never a cluster someone started with `ray start`.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, ignore_reinit_error=True)
     yield ray
+
+
+# Small end-to-end artifacts shared by integration tests (built once per session).
+SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.attention_dim=32", "model.num_prototypes=8"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory):
+    """A 30k-line synthetic CFDR corpus with per-line ground truth (corpus.log, alarms.csv, truth.json)."""
+    from ray_logmilp.synthetic import SyntheticConfig, generate
+
+    out = tmp_path_factory.mktemp("synthetic") / "corpus"
+    generate(SyntheticConfig(n_lines=30_000, seed=0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_config(synthetic_corpus, tmp_path_factory):
+    """A ProjectConfig pointing every stage at the small synthetic corpus and temp folders."""
+    from ray_logmilp.config import load_project
+
+    root = tmp_path_factory.mktemp("run")
+    return load_project(REPO_ROOT / "configs" / "synthetic.yaml", [
+        f"data.inputs=[{synthetic_corpus / 'corpus.log'}]", f"data.output_dir={root / 'prepared'}",
+        f"train.bundle_dir={root / 'model'}", f"train.storage_path={root / 'ray_results'}",
+        "train.epochs=6", *SMALL_MODEL])
+
+
+@pytest.fixture(scope="session")
+def small_prepared(ray_local, small_config):
+    """The small corpus prepared by the real Ray Data pipeline; returns the manifest."""
+    from ray_logmilp.pipeline import prepare
+
+    return prepare(small_config.data, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_prepared, small_config):
+    """A model bundle trained in-process (plain PyTorch fit) on the small corpus; returns its path."""
+    from ray_logmilp.train import train_local
+
+    return train_local(small_config).bundle_dir

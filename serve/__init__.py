@@ -1,0 +1,1 @@
+"""Ray Serve application for ray-logmilp (serve/app.py, serve/config.yaml)."""

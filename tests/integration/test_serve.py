@@ -1,0 +1,197 @@
+"""The Ray Serve app on a real local Ray, called over real HTTP (serve/app.py, serve/config.yaml).
+
+One app per module (settings from serve/config.yaml, one replica, a free port), shared by every test.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # `serve` (the app folder) is imported from the repo root
+    sys.path.insert(0, str(REPO_ROOT))
+
+httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.integration
+
+WINDOW = 64  # the training window size (configs/synthetic.yaml)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows cut from the synthetic corpus: one around a planted anomalous line, one with none.
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def corpus_windows(synthetic_corpus):
+    lines = (Path(synthetic_corpus) / "corpus.log").read_text().splitlines()
+    episodes = list(csv.DictReader(open(Path(synthetic_corpus) / "episodes.csv")))
+    busy = set()  # every line of every episode, its context included (1-based)
+    for e in episodes:
+        busy.update(range(int(e["start_line"]) - 12, int(e["end_line"]) + 1))
+        busy.update(int(x) for x in (e["context_lines"] or "").split())
+    test_start = int(0.8 * len(lines))  # the chronological test split: never trained on
+    # Positive: the first 'rare' episode of the test split with one labelled line, alone in its window.
+    for e in episodes:
+        planted = int(e["labelled_lines"].split()[0])
+        if e["kind"] != "rare" or len(e["labelled_lines"].split()) != 1 or planted < test_start:
+            continue
+        first = planted - WINDOW // 2                     # 1-based line number of the window's first line
+        others = busy - set(range(int(e["start_line"]) - 12, int(e["end_line"]) + 1))
+        if not others & set(range(first, first + WINDOW)):
+            positive = (lines[first - 1:first - 1 + WINDOW], planted - first)
+            break
+    else:
+        pytest.fail("no isolated single-line 'rare' episode in the test split of the synthetic corpus")
+    # Normal: the first window of the test split that touches no episode.
+    first = test_start
+    while busy & set(range(first, first + WINDOW)):
+        first += 8
+    normal = lines[first - 1:first - 1 + WINDOW]
+    return {"positive": positive[0], "planted": positive[1], "normal": normal, "lines": lines}
+
+
+# --------------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base_url(ray_local, small_bundle):
+    from ray import serve
+
+    from serve.app import app_from_config
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app, prefix = app_from_config(args={"bundle": str(small_bundle)}, deployment={"num_replicas": 1})
+    serve.run(app, name="logmilp-test", route_prefix=prefix)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.delete("logmilp-test")
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c
+
+
+def _detect(client, body):
+    r = client.post("/v1/detect", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["windows"]
+
+
+def test_health_model_and_openapi(client, small_bundle):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    info = client.get("/v1/model").json()
+    bundle = json.loads((Path(small_bundle) / "bundle.json").read_text())
+    assert info["threshold"] == pytest.approx(bundle["threshold"])
+    assert info["version"] == bundle["files"]["weights.safetensors"][:12]
+    assert info["templates"] > 0 and info["model"]["hidden_dim"] == bundle["model_config"]["hidden_dim"]
+    assert info["batching"]["max_batch_size"] >= 1 and info["limits"]["max_lines_per_window"] >= WINDOW
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/detect", "/v1/model", "/healthz"} <= set(paths)
+
+
+def test_positive_window_is_anomalous_with_the_planted_line_in_the_top_3(client, corpus_windows):
+    res = _detect(client, {"lines": corpus_windows["positive"], "top_k": 3})[0]
+    top = [t["index"] for t in res["top"]]
+    assert res["anomalous"] is True, f"score {res['score']:.4f} below threshold {res['threshold']:.4f}"
+    assert corpus_windows["planted"] in top, f"planted line {corpus_windows['planted']} not in top-3 {top}"
+
+
+def test_normal_window_is_not_anomalous(client, corpus_windows):
+    res = _detect(client, {"lines": corpus_windows["normal"]})[0]
+    assert res["anomalous"] is False, f"score {res['score']:.4f} >= threshold {res['threshold']:.4f}"
+
+
+def test_response_shape(client, corpus_windows):
+    window = corpus_windows["positive"]
+    res = _detect(client, {"lines": window, "top_k": 4})[0]
+    assert res["n_lines"] == res["n_scored"] == WINDOW and res["quarantined"] == [] and res["error"] is None
+    assert len(res["top"]) == 4
+    for t in res["top"]:
+        assert t["line"] == window[t["index"]] and t["template"] and 0 <= t["weight"] <= 1
+    cf = res["counterfactual"]
+    assert cf["removed_index"] == res["top"][0]["index"]
+    assert cf["drop"] == pytest.approx(res["score"] - cf["score_without_top"], abs=1e-6)
+
+
+def test_batch_single_and_concurrent_requests_agree(client, corpus_windows):
+    lines = corpus_windows["lines"]
+    windows = [corpus_windows["positive"], corpus_windows["normal"]] + [lines[i:i + 100] for i in range(0, 1200, 100)]
+    batch = _detect(client, {"windows": windows, "top_k": 3})
+    with ThreadPoolExecutor(8) as pool:  # concurrent single-window requests: batched together server-side
+        singles = list(pool.map(lambda w: _detect(client, {"lines": w, "top_k": 3})[0], windows))
+    for b, s in zip(batch, singles):
+        assert b["score"] == pytest.approx(s["score"], abs=1e-5)
+        assert [t["index"] for t in b["top"]] == [t["index"] for t in s["top"]]
+        assert b["counterfactual"]["removed_index"] == s["counterfactual"]["removed_index"]
+
+
+def test_bad_lines_are_quarantined_and_reported(client, corpus_windows):
+    good = corpus_windows["normal"][:3]
+    body = ('{"windows": [[' + ", ".join(json.dumps(l) for l in good[:2]) + ', "\xff\xfebytes", "", '
+            + json.dumps("x" * 20000) + ', "a\\ud800b", ' + json.dumps(good[2]) + '], ["", "junk"]]}')
+    r = client.post("/v1/detect", content=body.encode("latin-1"), headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    first, all_bad = r.json()["windows"]
+    assert {q["index"]: q["reason"] for q in first["quarantined"]} == {
+        2: "undecodable_bytes", 3: "empty_line", 4: "line_too_long", 5: "undecodable_bytes"}
+    assert first["n_scored"] == 3 and sorted(t["index"] for t in first["top"]) == [0, 1, 6]
+    assert all_bad["score"] is None and all_bad["error"] and len(all_bad["quarantined"]) == 2
+
+
+BAD_REQUESTS = [
+    # (name, raw body, status, text that must appear in the response: the field or the problem)
+    ("not json", b"this is not json", 422, "json"),
+    ("not an object", b"[1, 2]", 422, "body"),
+    ("lines not a list", b'{"lines": "one line"}', 422, "lines"),
+    ("line not a string", b'{"lines": ["ok", 3]}', 422, "lines"),
+    ("windows not nested", b'{"windows": ["a", "b"]}', 422, "windows"),
+    ("top_k a string", b'{"lines": ["a"], "top_k": "3"}', 422, "top_k"),
+    ("top_k zero", b'{"lines": ["a"], "top_k": 0}', 422, "top_k"),
+    ("top_k too large", b'{"lines": ["a"], "top_k": 100000}', 422, "top_k"),
+    ("unknown field", b'{"lines": ["a"], "threshold": 0.1}', 422, "threshold"),
+    ("neither lines nor windows", b'{"top_k": 3}', 422, "lines"),
+    ("both lines and windows", b'{"lines": ["a"], "windows": [["a"]]}', 422, "windows"),
+    ("empty window", b'{"lines": []}', 422, "lines"),
+    ("empty window among many", b'{"windows": [["a"], []]}', 422, "windows"),
+    ("no windows", b'{"windows": []}', 422, "windows"),
+    ("empty body", b"", 422, "body"),
+    ("too many lines", json.dumps({"lines": ["a"] * 5000}).encode(), 413, "lines"),
+    ("too many lines in one of many", json.dumps({"windows": [["a"], ["a"] * 5000]}).encode(), 413, "windows[1]"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,mention", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_its_status_code(client, name, body, status, mention):
+    r = client.post("/v1/detect", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert mention in r.text
+
+
+def test_shipped_config_is_valid():
+    from serve.app import DEPLOYMENT_NAME, AppArgs, load_config
+
+    config = load_config(REPO_ROOT / "serve" / "config.yaml")
+    (app,) = config.applications
+    assert app.import_path == "serve.app:build_app"
+    AppArgs.model_validate(app.args)
+    (dep,) = app.deployments
+    assert dep.name == DEPLOYMENT_NAME
+    assert dep.max_ongoing_requests >= dep.user_config["max_batch_size"]  # else batches are silently capped
+    assert dep.autoscaling_config["min_replicas"] <= dep.autoscaling_config["max_replicas"]
