@@ -335,7 +335,7 @@ class WindowScorer:
                 results[i] = res
         return results  # type: ignore[return-value]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _score_prepared(self, prepared: list[_Prepared], table: torch.Tensor, ks: list[int]) -> list[WindowResult]:
         B = len(prepared)
         W = max(len(p.kept) for p in prepared)
@@ -368,7 +368,7 @@ class WindowScorer:
         return out
 
     # -- health and metadata -----------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def check(self) -> float:
         """Score a one-line probe through the model; raises if the model cannot produce a finite score."""
         x = self.embeddings[:1].reshape(1, 1, -1) if self.num_templates else \

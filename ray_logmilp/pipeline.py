@@ -217,8 +217,15 @@ class _BagSink:
 
     def __init__(self, fs, path: str, labeler: BagLabeler):
         self.labeler = labeler
+        self.fs, self.path = fs, path
         self.schema = BAG_SCHEMA.append(pa.field("label", pa.int8()))
-        self.writer = pq.ParquetWriter(path, self.schema, filesystem=fs)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (bags cut before the stream turned out not to be in time order are discarded)."""
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+        self.writer = pq.ParquetWriter(self.path, self.schema, filesystem=self.fs)
         self.count = 0
 
     def write(self, bags: pa.Table) -> None:
@@ -307,6 +314,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
             ts = events.column("timestamp").to_numpy()
             if sorted_so_far and (ts[0] < last_ts or np.any(np.diff(ts) < 0)):
                 sorted_so_far = False
+                sink.reset()
                 log.info("input is not in time order: events will be sorted before bagging")
             last_ts = max(last_ts, float(ts.max()))
             if sorted_so_far:

@@ -114,6 +114,14 @@ class RayCluster:
         lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
         return "\n".join(lines[-n:])
 
+    def diagnose(self) -> str:
+        """For assertion messages: is our process alive, and what did Ray log (a foreign `ray stop` shows as
+        SIGTERM here: it kills every Ray process on the machine, ours included)."""
+        state = "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
+        exits = "\n".join(p.read_text(errors="replace")[-2000:]
+                          for p in self.temp_dir.glob("**/logs/ray_process_exit.log"))
+        return f"\n--- cluster process {state}; log tail:\n{self.log_tail(30)}\n--- process exits:\n{exits}"
+
 
 def _wait_until_up(cluster: RayCluster, timeout: float, address_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout

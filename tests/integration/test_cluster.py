@@ -127,7 +127,7 @@ def test_job_submit_prepare_and_train_against_a_real_head(tmp_path):
         t0 = time.monotonic()
         run = subprocess.run(submit, cwd=REPO_ROOT, env=head.env, capture_output=True, text=True, timeout=300)
         print(f"prepare job (ray job submit) {time.monotonic() - t0:.1f}s")
-        assert run.returncode == 0, f"ray job submit failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+        assert run.returncode == 0, f"ray job submit failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}{head.diagnose()}"
         client = head.job_client()
         assert client.get_job_status("logmilp-prepare") == "SUCCEEDED"
         assert (tmp_path / "prepared" / "bags.parquet").exists()
@@ -147,7 +147,7 @@ def test_job_submit_prepare_and_train_against_a_real_head(tmp_path):
         print(f"train job (JobSubmissionClient) {time.monotonic() - t0:.1f}s")
         t0 = time.monotonic()
         logs = client.get_job_logs(job_id)
-        assert status == "SUCCEEDED", logs[-6000:]
+        assert status == "SUCCEEDED", logs[-6000:] + head.diagnose()
         assert "model bundle:" in logs
     print(f"head stopped in {time.monotonic() - t0:.1f}s")
 
@@ -172,7 +172,7 @@ def test_tune_sweep_job_submit(tmp_path):
                               "--submission-id", "logmilp-sweep", "--", "python", "tune/sweep.py", "--smoke-test",
                               "--name", "submitted", f"train.storage_path={storage}"],
                              cwd=REPO_ROOT, env=head.env, capture_output=True, text=True, timeout=560)
-        assert run.returncode == 0, f"{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+        assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}{head.diagnose()}"
         client = head.job_client()
         assert client.get_job_status("logmilp-sweep") == "SUCCEEDED"
         logs = client.get_job_logs("logmilp-sweep")
@@ -209,9 +209,9 @@ def test_two_node_cluster_prepare_and_train_use_both_nodes(tmp_path):
              "data.read_block_bytes=131072", "data.parse_concurrency=2", "data.window.size=32",
              "data.window.stride=32"],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert prep.returncode == 0, f"{prep.stdout[-3000:]}\n{prep.stderr[-3000:]}"
+        assert prep.returncode == 0, f"{prep.stdout[-3000:]}\n{prep.stderr[-3000:]}{cluster.diagnose()}"
         parse_nodes = _nodes_of(cluster.state("actors"), "ParseTask")
-        assert len(parse_nodes) == 2, f"parse actors ran on {parse_nodes}, expected both nodes"
+        assert len(parse_nodes) == 2, f"parse actors ran on {parse_nodes}, expected both nodes{cluster.diagnose()}"
 
         train = subprocess.run(
             [sys.executable, "jobs/train.py", "--config", "configs/synthetic.yaml", f"data.output_dir={prepared}",
@@ -219,8 +219,8 @@ def test_two_node_cluster_prepare_and_train_use_both_nodes(tmp_path):
              f"train.storage_path={(tmp_path / 'ray_results').as_uri()}", "train.run_name=two-nodes",
              "train.num_workers=2", "train.cpus_per_worker=1", "train.use_gpu=false", *SMALL],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420)
-        assert train.returncode == 0, f"{train.stdout[-3000:]}\n{train.stderr[-5000:]}"
+        assert train.returncode == 0, f"{train.stdout[-3000:]}\n{train.stderr[-5000:]}{cluster.diagnose()}"
         train_nodes = _nodes_of(cluster.state("actors"), "RayTrainWorker")
-        assert len(train_nodes) == 2, f"train workers ran on {train_nodes}, expected both nodes"
+        assert len(train_nodes) == 2, f"train workers ran on {train_nodes}, expected both nodes{cluster.diagnose()}"
         assert parse_nodes == train_nodes == {n["node_id"] for n in nodes}
     assert load_bundle(bundle).manifest["epoch"] in (0, 1)

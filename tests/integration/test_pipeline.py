@@ -177,7 +177,7 @@ def test_bgl_sample_prepares(ray_local, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["data.inputs=[/nonexistent/x.log]"], "does not exist"),
+    (["data.inputs=[/nonexistent/x.log]"], "not found"),
     (["data.format=nosuchformat"], "nosuchformat"),
     (["data.window.sise=3"], "data.window.sise"),
 ])

@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.integration
 
 WINDOW = 64  # the training window size (configs/synthetic.yaml)
+MAX_BODY = 1_000_000  # args.max_body_bytes of the app under test
 
 
 def _free_port() -> int:
@@ -72,7 +73,8 @@ def base_url(ray_local, small_bundle):
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app, prefix = app_from_config(args={"bundle": str(small_bundle)}, deployment={"num_replicas": 1})
+    app, prefix = app_from_config(args={"bundle": str(small_bundle), "max_body_bytes": MAX_BODY},
+                                  deployment={"num_replicas": 1})
     serve.run(app, name="logmilp-test", route_prefix=prefix)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -174,6 +176,8 @@ BAD_REQUESTS = [
     ("empty body", b"", 422, "body"),
     ("too many lines", json.dumps({"lines": ["a"] * 5000}).encode(), 413, "lines"),
     ("too many lines in one of many", json.dumps({"windows": [["a"], ["a"] * 5000]}).encode(), 413, "windows[1]"),
+    ("too many windows", json.dumps({"windows": [["a"]] * 300}).encode(), 413, "windows"),
+    ("body too large", json.dumps({"lines": ["x" * 1000] * 1001}).encode(), 413, "body"),
 ]
 
 
@@ -195,3 +199,27 @@ def test_shipped_config_is_valid():
     assert dep.name == DEPLOYMENT_NAME
     assert dep.max_ongoing_requests >= dep.user_config["max_batch_size"]  # else batches are silently capped
     assert dep.autoscaling_config["min_replicas"] <= dep.autoscaling_config["max_replicas"]
+
+
+def test_max_ongoing_requests_below_batch_size_is_refused(small_bundle):
+    from serve.app import build
+
+    with pytest.raises(ValueError, match="max_ongoing_requests"):
+        build({"bundle": str(small_bundle)}, max_ongoing_requests=5, user_config={"max_batch_size": 32})
+    with pytest.raises(ValueError, match="bundle"):
+        build({"bundle": "/nonexistent/model"})
+
+
+def test_live_reconfigure_of_batching(client, small_bundle, corpus_windows):
+    """Last in this module: changes the running app's batching through user_config, without a restart."""
+    from ray import serve
+
+    from serve.app import app_from_config
+
+    before = _detect(client, {"lines": corpus_windows["normal"]})[0]
+    app, prefix = app_from_config(args={"bundle": str(small_bundle)}, deployment={
+        "num_replicas": 1, "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.001}})
+    serve.run(app, name="logmilp-test", route_prefix=prefix)
+    assert client.get("/v1/model").json()["batching"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.001}
+    after = _detect(client, {"windows": [corpus_windows["normal"]] * 6})
+    assert all(w["score"] == pytest.approx(before["score"], abs=1e-5) for w in after)
