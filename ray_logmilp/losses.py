@@ -8,6 +8,7 @@ terms reach the gradient, so we follow ARCHITECTURE.md and backpropagate the tot
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -60,6 +61,11 @@ class LossConfig:
     """Ablation switch: False skips the perturbed second forward pass and L_con."""
     perturbation: str = "zero"
     """How the key instance is removed: "zero" (the paper) or "mask" (drop it via the mask)."""
+    consistency_warmup_epochs: int = 3
+    """λ_c ramps linearly from 0 to its value over these epochs. Early on the classifier cannot tell
+    positive from negative bags, and a full-strength hinge is then met by a degenerate model that
+    scores every bag high with its top line and low without it (SR 1, AUC 0.5); letting the classifier
+    learn first avoids that trap. 0 disables the ramp."""
     detach_p_orig: bool = False
     """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
     For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
@@ -69,6 +75,8 @@ class LossConfig:
         if self.perturbation not in PERTURBATION_MODES:
             raise ValueError(f"LossConfig.perturbation must be one of {PERTURBATION_MODES}, "
                              f"got {self.perturbation!r}")
+        if self.consistency_warmup_epochs < 0:
+            raise ValueError(f"LossConfig.consistency_warmup_epochs must be >= 0, got {self.consistency_warmup_epochs}")
         for name in ("focal_gamma", "lambda_p", "lambda_a", "lambda_c", "w_ent", "eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -128,6 +136,14 @@ def consistency_loss(p_orig: torch.Tensor, p_pert: torch.Tensor, y: torch.Tensor
     """Perturbation consistency (eq. 3, Algorithm 1 line 14): mean over positive bags of
     max(0, Δ_c − (P_orig − P_pert)); 0 when the batch has no positive bag."""
     return _masked_mean(F.relu(delta_c - (p_orig - p_pert)), y.bool())
+
+
+def loss_config_for_epoch(cfg: LossConfig, epoch: int) -> LossConfig:
+    """The loss config in force at ``epoch`` (0-based): λ_c ramped over the warm-up epochs."""
+    if cfg.consistency_warmup_epochs == 0 or not cfg.use_consistency:
+        return cfg
+    ramp = min(1.0, epoch / cfg.consistency_warmup_epochs)
+    return dataclasses.replace(cfg, lambda_c=cfg.lambda_c * ramp)
 
 
 def compute_losses(

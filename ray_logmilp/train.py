@@ -25,7 +25,7 @@ import torch
 
 from .config import ProjectConfig, from_dict, to_dict
 from .data import BagSet, PreparedData, collate, load_prepared
-from .losses import compute_losses
+from .losses import compute_losses, loss_config_for_epoch
 from .metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_rate
 from .model import LogMILP, ModelConfig, perturb_key_instance
 
@@ -205,10 +205,11 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
         batches = epoch_indices(train_bags.labels, steps, tc.batch_size,
                                 seed=tc.seed * 100_003 + epoch * 1_009 + ctx.rank, balanced=tc.balanced_sampling)
         sums: dict[str, float] = {}
+        loss_cfg = loss_config_for_epoch(cfg.loss, epoch)
         for idx in batches:
             x, mask, y, _ = collate(train_bags, idx, embeddings, max_len)
             with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss, terms, _ = compute_losses(train_model, x, mask, y, cfg.loss)
+                loss, terms, _ = compute_losses(train_model, x, mask, y, loss_cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:
@@ -313,8 +314,9 @@ def ray_worker_loop(loop_config: dict[str, Any]) -> None:
 class TrainResult:
     bundle_dir: str
     best_checkpoint: str
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]          # validation metrics of the chosen (best) epoch
     seconds: float
+    history: list[dict[str, Any]]    # every epoch's reported metrics, in order (across restarts)
 
 
 def train_with_ray(cfg: ProjectConfig) -> TrainResult:
@@ -359,8 +361,9 @@ def train_with_ray(cfg: ProjectConfig) -> TrainResult:
         state, meta = load_checkpoint(ckpt_dir)
         out = bundle.write_bundle(tc.bundle_dir, cfg, state["model"], meta,
                                   prepared_dir=tc.prepared_dir or cfg.data.output_dir)
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     return TrainResult(bundle_dir=out, best_checkpoint=best.path, metrics=meta["metrics"],
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, history=history)
 
 
 def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
@@ -380,4 +383,4 @@ def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
     out = bundle.write_bundle(cfg.train.bundle_dir, cfg, state["model"], meta,
                               prepared_dir=cfg.train.prepared_dir or cfg.data.output_dir)
     return TrainResult(bundle_dir=out, best_checkpoint=ctx.best[1], metrics=meta["metrics"],
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, history=ctx.history)

@@ -227,7 +227,8 @@ def local_cluster(num_nodes: int = 2, cpus_per_node: int = 1, startup_timeout: f
     token_path.chmod(0o600)
     dash_port = free_port()
     ready = temp_dir / "ready.json"
-    env = auth_env(token_path, RAY_TMPDIR=str(temp_dir))   # ray_current_cluster goes to our temp dir
+    # RAY_TMPDIR: ray_current_cluster goes to our temp dir. No SIGTERM drain wait at teardown.
+    env = auth_env(token_path, RAY_TMPDIR=str(temp_dir), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     cmd = [sys.executable, "-m", "tests.integration.ray_head", "cluster", f"--nodes={num_nodes}",
            f"--cpus-per-node={cpus_per_node}", f"--temp-dir={temp_dir}", f"--dashboard-port={dash_port}",
            f"--ready-file={ready}"]
@@ -258,7 +259,6 @@ def _host_cluster(args: argparse.Namespace) -> int:
     from ray.cluster_utils import Cluster
 
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     # RAY_TMPDIR is args.temp_dir, so Ray's default temp dir (and ray_current_cluster) is <temp_dir>/ray.
     ray_temp = os.path.join(args.temp_dir, "ray")
     os.makedirs(ray_temp, exist_ok=True)
@@ -272,6 +272,9 @@ def _host_cluster(args: argparse.Namespace) -> int:
         for _ in range(args.nodes - 1):
             cluster.add_node(**common)
         cluster.wait_for_nodes()
+        # After the nodes: each Node installs its own SIGTERM handler (drain, kill its processes, exit), and
+        # the last one installed wins. Ours shuts the whole cluster down in order instead.
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         Path(args.ready_file).write_text(json.dumps({"gcs_address": cluster.address}))
         print(f"cluster of {args.nodes} nodes up at {cluster.address}", flush=True)
         while not stop["now"]:
