@@ -10,8 +10,9 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 DEMO_DIR ?= $(CURDIR)/outputs/demo
 DEMO_LINES ?= 100000
+DEMO_EXTRA ?=
 DEMO_ARGS = data.inputs='[$(DEMO_DIR)/corpus/corpus.log]' data.output_dir=$(DEMO_DIR)/prepared \
-	train.bundle_dir=$(DEMO_DIR)/model train.storage_path=$(DEMO_DIR)/ray_results
+	train.bundle_dir=$(DEMO_DIR)/model train.storage_path=$(DEMO_DIR)/ray_results $(DEMO_EXTRA)
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-all bench clean

@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     log("Ray Serve, max_batch_size=1:")
     result["serve_unbatched"] = {str(c): load(url, single, 1, c, a.step, "serve unbatched, 1 window/request")
                                  for c in (1, 8, 32)}
+    result["serve_unbatched_multi_window"] = {"16": load(url, multi[16], 16, multi_conc, a.step,
+                                                         "serve unbatched, 16 windows/request")}
     serve.delete("bench")
     serve.shutdown()
 
@@ -331,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     multi64 = result["serve_multi_window"]["64"]["lines_per_s"]
     result["ratios"] = {
         "batched_over_unbatched_c32": _ratio(b32, u32),
+        "batched_over_unbatched_16_windows_per_request": _ratio(
+            result["serve_multi_window"]["16"]["windows_per_s"],
+            result["serve_unbatched_multi_window"]["16"]["windows_per_s"]),
         "batched_over_plain_c32": _ratio(b32, result["plain"]["32"]["windows_per_s"]),
         "multi64_over_in_process": _ratio(multi64, best_inproc),
         "multi64_over_plain_multi64": _ratio(multi64, result["plain_multi_window"]["64"]["lines_per_s"]),

@@ -345,7 +345,8 @@ class TrainConfig:
     """Ray Train workers (DDP ranks)."""
     cpus_per_worker: float = 1
     use_gpu: bool | None = None
-    """``None``: use GPUs when the cluster has them."""
+    """``None``: use GPUs when the cluster has them at start. On an autoscaling cluster that starts with
+    no GPU nodes, set ``true`` so the GPU worker type is requested."""
     resources_per_worker: dict[str, float] | None = None
     """Extra custom resources per worker (e.g. ``{gpu_node: 0.01}`` to land on a node type)."""
     bf16: bool = True

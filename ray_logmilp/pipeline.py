@@ -256,6 +256,17 @@ def _check_inputs(cfg: DataConfig) -> tuple[LogFormat, list, ParserConfig, BagLa
     return fmt, files, parser_cfg, labeler
 
 
+def _parse_pool(cfg: DataConfig, n_tasks: int):
+    """Actor pool for parsing: a fixed size when configured; otherwise it may grow from one actor up to
+    the cluster's CPUs (an autoscaling cluster can start with none, so today's count is no ceiling)."""
+    import ray
+
+    if cfg.parse_concurrency:
+        return ray.data.ActorPoolStrategy(size=min(n_tasks, cfg.parse_concurrency))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(n_tasks, cpus)))
+
+
 def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the whole prepare stage; returns the manifest (also written to ``manifest.json``)."""
     import ray
@@ -276,8 +287,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     items = [{"index": i, "task": json.dumps(t.to_dict())} for i, t in enumerate(tasks)]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ParseTask, fn_constructor_args=(fmt, parser_cfg, cfg.chunk_lines), batch_size=1,
-        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
-            size=min(len(items), cfg.parse_concurrency or max(1, int(ray.available_resources().get("CPU", 1))))),
+        batch_format="pyarrow", compute=_parse_pool(cfg, len(items)),
         num_cpus=1,
     )
 
@@ -340,7 +350,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     else:
         # Out-of-order input: sort the written events by time with Ray Data, then bag in one stream.
         windower = make_windower(cfg.window)
-        sorted_ds = ray.data.read_parquet(storage.uri(fs, events_path)).sort(["timestamp", "file", "line_no"])
+        sorted_ds = ray.data.read_parquet(events_path, filesystem=fs).sort(["timestamp", "file", "line_no"])
         for batch in sorted_ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             if batch.num_rows:
                 sink.write(windower.push(_window_batch(batch)))

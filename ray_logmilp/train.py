@@ -335,7 +335,8 @@ def train_with_ray(cfg: ProjectConfig) -> TrainResult:
     fs, storage_root = storage.resolve_dir(tc.storage_path, create=True)
     run_config = ray.train.RunConfig(
         name=tc.run_name,
-        storage_path=storage.uri(fs, storage_root),
+        # Pass the filesystem itself: rebuilding a URI string would drop options such as an S3 endpoint.
+        storage_path=storage_root, storage_filesystem=fs,
         failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.num_to_keep,
                                                      checkpoint_score_attribute="val_f1",

@@ -38,7 +38,7 @@ def _train_nodes(nodes: list[dict]) -> list[dict]:
 @pytest.mark.timeout(600)
 def test_fake_autoscaler_adds_train_nodes_and_removes_them_when_idle(tmp_path):
     """Head with 1 CPU and no `train_node` resource; a 2-worker training run needs two `train_worker` nodes.
-    (~100 s on 2 cores: head ~10 s, prepare ~15 s, scale-up + training ~50 s, idle scale-down ~15 s)
+    (~55-70 s on 2 cores: head ~10 s, prepare + scale-up + training ~40 s, idle scale-down ~5-15 s)
     """
     from ray_logmilp.bundle import load_bundle
 

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
 FAKE_YAML = REPO_ROOT / "deploy" / "fake_multinode.yaml"
 KUBERAY_DIR = REPO_ROOT / "deploy" / "kuberay"
-IMAGE_ROOT = "/home/ray/ray-logmilp"          # where the image keeps the repository (docs/cluster.md)
+IMAGE_ROOT = "/home/ray/ray-logmilp"          # where the image keeps the repository (README.md, "From a laptop to a cluster")
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
