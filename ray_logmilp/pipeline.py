@@ -74,6 +74,9 @@ _STAGE_SCHEMA = pa.schema([
 ])
 
 
+PARSE_BUFFER_BYTES = 512 * 1024 * 1024   # parsed-but-not-consumed data allowed in the object store
+
+
 class PrepareError(RuntimeError):
     """The prepare stage cannot go on (strict mode hit a bad line, labels missing, ...)."""
 
@@ -153,10 +156,10 @@ class _Counts:
         self.read += n
         self.parsed += n - n_bad
         if n_bad:
-            for reason, count in zip(*np.unique(reasons.drop_null().to_numpy(zero_copy_only=False), return_counts=True)):
-                self.quarantined[str(reason)] += int(count)
-        for f, c in zip(*np.unique(table.column("file").to_numpy(zero_copy_only=False), return_counts=True)):
-            self.per_file[str(f)] = self.per_file.get(str(f), 0) + int(c)
+            for item in pc.value_counts(reasons.drop_null()).to_pylist():
+                self.quarantined[item["values"]] += item["counts"]
+        for item in pc.value_counts(table.column("file")).to_pylist():
+            self.per_file[item["values"]] = self.per_file.get(item["values"], 0) + item["counts"]
 
 
 class _TemplateAssigner:
@@ -263,8 +266,9 @@ def _parse_pool(cfg: DataConfig, n_tasks: int):
 
     if cfg.parse_concurrency:
         return ray.data.ActorPoolStrategy(size=min(n_tasks, cfg.parse_concurrency))
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(n_tasks, cpus)))
+    now = max(1, int(ray.available_resources().get("CPU", 1)))
+    total = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return ray.data.ActorPoolStrategy(min_size=min(n_tasks, now), max_size=max(1, min(n_tasks, max(now, total))))
 
 
 def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -273,7 +277,17 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     fmt, files, parser_cfg, labeler = _check_inputs(cfg)
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[name] = round(now - mark, 3)
+        mark = now
+
     tasks = plan_read_tasks(files, target_bytes=cfg.read_block_bytes)
+    lap("plan")
     fs, out_dir = storage.resolve_dir(cfg.output_dir, create=True)
     log.info("prepare: %d input file(s), %d read task(s), format %s -> %s", len(files), len(tasks), fmt.name,
              cfg.output_dir)
@@ -282,6 +296,10 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
         ray.init()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True   # the driver relies on corpus order (first appearance)
+    # Bound what parse workers may run ahead of the driver: without a cap, parsed blocks pile up in the
+    # object store and memory grows with the corpus instead of staying flat.
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+        object_store_memory=PARSE_BUFFER_BYTES)
     ctx.enable_progress_bars = progress
 
     items = [{"index": i, "task": json.dumps(t.to_dict())} for i, t in enumerate(tasks)]
@@ -291,11 +309,15 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
         num_cpus=1,
     )
 
+    lap("ray_setup")
     counts = _Counts()
     assigner = _TemplateAssigner(parser_cfg)
     windower = make_windower(cfg.window)
     events_path, bags_tmp = f"{out_dir}/events.parquet", f"{out_dir}/bags.unsplit.parquet"
-    events_writer = pq.ParquetWriter(events_path, EVENTS_SCHEMA, filesystem=fs)
+    # Dictionary-encode only the low-cardinality columns: building (and abandoning) a dictionary for the
+    # content column was the biggest single cost of the driver's loop.
+    events_writer = pq.ParquetWriter(events_path, EVENTS_SCHEMA, filesystem=fs,
+                                     use_dictionary=["file", "session", "label"])
     quarantine_writer = pq.ParquetWriter(f"{out_dir}/quarantine.parquet", QUARANTINE_SCHEMA, filesystem=fs)
     sink = _BagSink(fs, bags_tmp, labeler)
     template_counts = np.zeros(0, np.int64)
@@ -337,6 +359,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
         events_writer.close()
         quarantine_writer.close()
 
+    lap("stream")
     if counts.read == 0:
         sink.close()
         raise PrepareError(f"no lines were read from {cfg.inputs}: the input files are empty")
@@ -356,6 +379,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
                 sink.write(windower.push(_window_batch(batch)))
         sink.write(windower.finish())
     sink.close()
+    lap("bagging_tail")
     lines_without_session = getattr(windower, "lines_without_session", 0)
 
     # Templates with embeddings and the frozen parser.
@@ -374,7 +398,9 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     storage.write_text(fs, f"{out_dir}/parser.json", json.dumps(frozen.to_dict()))
     storage.write_text(fs, f"{out_dir}/embedder.json", json.dumps(embedder.spec()))
 
+    lap("templates")
     split_counts = _finalize_bags(fs, bags_tmp, f"{out_dir}/bags.parquet", cfg)
+    lap("splits")
 
     manifest = {
         "version": 1,
@@ -394,6 +420,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
                  "sessions_without_label": labeler.sessions_without_label},
         "time_ordered_input": sorted_so_far,
         "seconds": round(time.perf_counter() - t0, 3),
+        "timings": timings,
         "config": to_dict(cfg),
     }
     if manifest["lines"]["read"] != manifest["lines"]["parsed"] + manifest["lines"]["quarantined"]:
