@@ -147,11 +147,30 @@ async def _closed_loop(url: str, payloads: list[bytes], windows_per_request: int
     }
 
 
+def _replica_stats(url: str) -> dict | None:
+    """The app's scoring counters (GET /v1/model "stats"), or None (the plain server has none)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.replace("/v1/detect", "/v1/model"), timeout=10) as r:
+            return json.loads(r.read()).get("stats")
+    except Exception:
+        return None
+
+
 def load(url: str, payloads: list[bytes], windows_per_request: int, concurrency: int, duration: float,
          label: str, timeout: float = 60.0) -> dict:
+    before = _replica_stats(url)
     r = asyncio.run(_closed_loop(url, payloads, windows_per_request, concurrency, duration, timeout))
-    log(f"  {label:<34} c={concurrency:<3} {r['windows_per_s']:>8.1f} win/s {r['lines_per_s']:>10.0f} lines/s "
-        f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}")
+    after = _replica_stats(url)
+    extra = ""
+    if before and after and after["batches"] > before["batches"]:
+        batches = after["batches"] - before["batches"]
+        r["mean_batch_size"] = round((after["windows"] - before["windows"]) / batches, 2)
+        r["model_busy_fraction"] = round((after["busy_s"] - before["busy_s"]) / r["seconds"], 2)
+        extra = f"  batch {r['mean_batch_size']}  model busy {r['model_busy_fraction']:.0%}"
+    log(f"  {label:<36} c={concurrency:<3} {r['windows_per_s']:>7.1f} win/s {r['lines_per_s']:>8.0f} lines/s "
+        f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}{extra}")
     return r
 
 

@@ -14,6 +14,7 @@ def setup_logging(verbose: bool = False) -> None:
     """Handlers live in entry scripts only; the library just logs."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ray_logmilp").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:

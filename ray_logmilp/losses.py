@@ -61,11 +61,12 @@ class LossConfig:
     """Ablation switch: False skips the perturbed second forward pass and L_con."""
     perturbation: str = "zero"
     """How the key instance is removed: "zero" (the paper) or "mask" (drop it via the mask)."""
-    consistency_warmup_epochs: int = 3
-    """λ_c ramps linearly from 0 to its value over these epochs. Early on the classifier cannot tell
-    positive from negative bags, and a full-strength hinge is then met by a degenerate model that
-    scores every bag high with its top line and low without it (SR 1, AUC 0.5); letting the classifier
-    learn first avoids that trap. 0 disables the ramp."""
+    regularizer_warmup_epochs: int = 5
+    """λ_a and λ_c ramp linearly from 0 to their values over these epochs. Early on the classifier
+    cannot tell positive from negative bags; at full strength from step 0 the entropy term made the
+    attention one-hot on an arbitrary line and the consistency hinge was met by a degenerate model
+    (SR 1 or a constant score, AUC 0.5) on the synthetic benchmark. Letting the classifier learn first
+    avoids that trap. 0 disables the ramp."""
     detach_p_orig: bool = False
     """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
     For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
@@ -75,8 +76,8 @@ class LossConfig:
         if self.perturbation not in PERTURBATION_MODES:
             raise ValueError(f"LossConfig.perturbation must be one of {PERTURBATION_MODES}, "
                              f"got {self.perturbation!r}")
-        if self.consistency_warmup_epochs < 0:
-            raise ValueError(f"LossConfig.consistency_warmup_epochs must be >= 0, got {self.consistency_warmup_epochs}")
+        if self.regularizer_warmup_epochs < 0:
+            raise ValueError(f"LossConfig.regularizer_warmup_epochs must be >= 0, got {self.regularizer_warmup_epochs}")
         for name in ("focal_gamma", "lambda_p", "lambda_a", "lambda_c", "w_ent", "eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -139,11 +140,11 @@ def consistency_loss(p_orig: torch.Tensor, p_pert: torch.Tensor, y: torch.Tensor
 
 
 def loss_config_for_epoch(cfg: LossConfig, epoch: int) -> LossConfig:
-    """The loss config in force at ``epoch`` (0-based): λ_c ramped over the warm-up epochs."""
-    if cfg.consistency_warmup_epochs == 0 or not cfg.use_consistency:
+    """The loss config in force at ``epoch`` (0-based): λ_a and λ_c ramped over the warm-up epochs."""
+    if cfg.regularizer_warmup_epochs == 0:
         return cfg
-    ramp = min(1.0, epoch / cfg.consistency_warmup_epochs)
-    return dataclasses.replace(cfg, lambda_c=cfg.lambda_c * ramp)
+    ramp = min(1.0, epoch / cfg.regularizer_warmup_epochs)
+    return dataclasses.replace(cfg, lambda_a=cfg.lambda_a * ramp, lambda_c=cfg.lambda_c * ramp)
 
 
 def compute_losses(

@@ -304,6 +304,11 @@ def ray_worker_loop(loop_config: dict[str, Any]) -> None:
     """The Ray Train ``train_loop_per_worker``: rebuild the config, load the data, call ``fit``."""
     import tempfile
 
+    from .cli import setup_logging
+
+    # A worker process is an entry point of its own: give the library's progress lines a handler there,
+    # so Ray forwards them to the driver's console.
+    setup_logging()
     cfg = from_dict(ProjectConfig, loop_config["config"])
     data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
     with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
@@ -224,6 +225,7 @@ class LogMILPDetector:
         # One thread for the model: batches run one at a time (max_concurrent_batches=1) while the event
         # loop keeps accepting requests and filling the next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logmilp-score")
+        self.stats = {"batches": 0, "windows": 0, "busy_s": 0.0}  # since start; updated by the scoring thread
         self.scorer.check()
         log.info("LogMILP replica ready: bundle %s (version %s) on %s", self.args.bundle, self.scorer.bundle.version,
                  device)
@@ -249,6 +251,7 @@ class LogMILPDetector:
 
     # -- batching ---------------------------------------------------------------------------------
     def _score_items(self, items: list[tuple[list[str], int]]) -> list[Any]:
+        start = time.perf_counter()
         try:
             return self.scorer.score_windows([w for w, _ in items], [k for _, k in items])
         except Exception as exc:  # one bad window must not fail its batch-mates: retry them one by one
@@ -256,6 +259,10 @@ class LogMILPDetector:
                 log.exception("scoring a window failed")
                 return [exc]
             return [self._score_items([item])[0] for item in items]
+        finally:
+            self.stats["batches"] += 1
+            self.stats["windows"] += len(items)
+            self.stats["busy_s"] += time.perf_counter() - start
 
     @serve.batch(max_batch_size=DEFAULT_USER_CONFIG["max_batch_size"],
                  batch_wait_timeout_s=DEFAULT_USER_CONFIG["batch_wait_timeout_s"])
@@ -310,7 +317,8 @@ class LogMILPDetector:
                            "max_lines_per_request": a.max_lines_per_request, "max_line_bytes": a.max_line_bytes,
                            "max_body_bytes": a.max_body_bytes, "default_top_k": a.default_top_k,
                            "max_top_k": a.max_top_k},
-                "batching": dict(self.batching), "torch_threads": torch.get_num_threads()}
+                "batching": dict(self.batching), "torch_threads": torch.get_num_threads(),
+                "stats": {**self.stats, "mean_batch_size": self.stats["windows"] / max(self.stats["batches"], 1)}}
 
     @api.get("/healthz")
     async def healthz(self) -> Response:
@@ -385,7 +393,6 @@ def app_from_config(path: "str | os.PathLike[str]" = DEFAULT_CONFIG, *, args: Op
 
 def main(argv: Optional[list[str]] = None) -> int:
     import argparse
-    import time
 
     import ray
 
