@@ -62,11 +62,12 @@ class LossConfig:
     perturbation: str = "zero"
     """How the key instance is removed: "zero" (the paper) or "mask" (drop it via the mask)."""
     regularizer_warmup_epochs: int = 5
-    """λ_a and λ_c ramp linearly from 0 to their values over these epochs. Early on the classifier
-    cannot tell positive from negative bags; at full strength from step 0 the entropy term made the
-    attention one-hot on an arbitrary line and the consistency hinge was met by a degenerate model
-    (SR 1 or a constant score, AUC 0.5) on the synthetic benchmark. Letting the classifier learn first
-    avoids that trap. 0 disables the ramp."""
+    """λ_p, λ_a and λ_c ramp linearly from 0 to their values over these epochs. Early on the classifier
+    cannot tell positive from negative bags, and at full strength from step 0 each regulariser has a
+    degenerate optimum the model found first on the synthetic benchmark: the prototype hinges were met
+    by collapsing every line onto one point (constant score), the entropy term by one-hot attention on
+    an arbitrary line, the consistency hinge by scoring every bag high only with its top line. Letting
+    the classifier learn first avoids those traps. 0 disables the ramp."""
     detach_p_orig: bool = False
     """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
     For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
@@ -140,11 +141,12 @@ def consistency_loss(p_orig: torch.Tensor, p_pert: torch.Tensor, y: torch.Tensor
 
 
 def loss_config_for_epoch(cfg: LossConfig, epoch: int) -> LossConfig:
-    """The loss config in force at ``epoch`` (0-based): λ_a and λ_c ramped over the warm-up epochs."""
+    """The loss config in force at ``epoch`` (0-based): λ_p, λ_a, λ_c ramped over the warm-up epochs."""
     if cfg.regularizer_warmup_epochs == 0:
         return cfg
     ramp = min(1.0, epoch / cfg.regularizer_warmup_epochs)
-    return dataclasses.replace(cfg, lambda_a=cfg.lambda_a * ramp, lambda_c=cfg.lambda_c * ramp)
+    return dataclasses.replace(cfg, lambda_p=cfg.lambda_p * ramp, lambda_a=cfg.lambda_a * ramp,
+                               lambda_c=cfg.lambda_c * ramp)
 
 
 def compute_losses(

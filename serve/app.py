@@ -16,6 +16,7 @@ and wait come from ``user_config`` (changed live by ``reconfigure``); ``max_ongo
 be at least the batch size, or Serve caps batches silently (its default is 5).
 """
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ log = logging.getLogger("ray.serve")
 
 DEPLOYMENT_NAME = "LogMILPDetector"
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
-DEFAULT_USER_CONFIG = {"max_batch_size": 32, "batch_wait_timeout_s": 0.005}
+DEFAULT_USER_CONFIG = {"max_batch_size": 32, "batch_wait_timeout_s": 0.002}
 USER_CONFIG_KEYS = ("max_batch_size", "batch_wait_timeout_s")
 DEFAULT_MAX_ONGOING_REQUESTS = 128
 
@@ -226,6 +227,8 @@ class LogMILPDetector:
         # loop keeps accepting requests and filling the next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logmilp-score")
         self.stats = {"batches": 0, "windows": 0, "busy_s": 0.0}  # since start; updated by the scoring thread
+        self._queue: collections.deque = collections.deque()  # (window, top_k), future: waiting for the model
+        self._model_loop: Optional[asyncio.Future] = None
         self.scorer.check()
         log.info("LogMILP replica ready: bundle %s (version %s) on %s", self.args.bundle, self.scorer.bundle.version,
                  device)
@@ -266,8 +269,40 @@ class LogMILPDetector:
 
     @serve.batch(max_batch_size=DEFAULT_USER_CONFIG["max_batch_size"],
                  batch_wait_timeout_s=DEFAULT_USER_CONFIG["batch_wait_timeout_s"])
-    async def _score_batch(self, items: list[tuple[list[str], int]]) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._score_items, items)
+    async def _score_batch(self, items: list[tuple[list[str], int]]) -> list["asyncio.Future[Any]"]:
+        """Serve's batcher groups the windows that arrive within ``batch_wait_timeout_s``; they join the
+        model queue and each caller gets a future for its window.
+
+        Returning at once matters: Serve forms the next group as soon as this one is handed over, and a
+        group that had to wait for a busy model would stay as small as it was when formed. The model
+        loop instead takes everything queued when it becomes free (up to ``max_batch_size``), so under
+        load model calls grow to full batches by themselves, and an idle model starts at once.
+        """
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._queue.extend(zip(items, futures))
+        if self._model_loop is None or self._model_loop.done():
+            self._model_loop = asyncio.ensure_future(self._run_model())
+        return futures
+
+    async def _run_model(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            size = self.batching["max_batch_size"]
+            chunk: list[tuple[tuple[list[str], int], asyncio.Future]] = []
+            while self._queue and len(chunk) < size:
+                item, future = self._queue.popleft()
+                if not future.done():  # skip windows whose request was cancelled or timed out
+                    chunk.append((item, future))
+            if not chunk:
+                continue
+            try:
+                results = await loop.run_in_executor(self._pool, self._score_items, [i for i, _ in chunk])
+            except Exception as exc:  # pragma: no cover - _score_items returns errors as values
+                results = [exc] * len(chunk)
+            for (_, future), result in zip(chunk, results):
+                if not future.done():
+                    future.set_result(result)
 
     # -- routes -----------------------------------------------------------------------------------
     @api.post("/v1/detect", response_model=DetectResponse,
@@ -294,12 +329,20 @@ class LogMILPDetector:
             raise RequestValidationError([{"type": "less_than_equal", "loc": ("body", "top_k"),
                                            "msg": f"Input should be less than or equal to {a.max_top_k}",
                                            "input": top_k, "ctx": {"le": a.max_top_k}}])
+        futures: list[asyncio.Future] = []
+
+        async def run() -> list[Any]:
+            futures.extend(await asyncio.gather(*(self._score_batch((w, top_k)) for w in windows)))
+            return await asyncio.gather(*futures)
+
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(self._score_batch((w, top_k)) for w in windows)),
-                                             timeout=a.request_timeout_s)
+            results = await asyncio.wait_for(run(), timeout=a.request_timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(status_code=503, detail=f"timed out after {a.request_timeout_s} s waiting for "
                                                         f"the model", headers={"Retry-After": "1"}) from None
+        finally:
+            for future in futures:  # a cancelled or timed-out request leaves nothing for the model to do
+                future.cancel()
         for r in results:
             if isinstance(r, Exception):
                 raise HTTPException(status_code=500, detail=f"scoring failed: {type(r).__name__}: {r}")

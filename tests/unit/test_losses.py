@@ -208,6 +208,7 @@ def test_regularizers_ramp_in_over_the_warmup_epochs():
     cfg = LossConfig(lambda_a=0.02, lambda_c=1.0, lambda_p=0.1, regularizer_warmup_epochs=4)
     assert (loss_config_for_epoch(cfg, 0).lambda_a, loss_config_for_epoch(cfg, 0).lambda_c) == (0.0, 0.0)
     half = loss_config_for_epoch(cfg, 2)
-    assert half.lambda_a == pytest.approx(0.01) and half.lambda_c == pytest.approx(0.5) and half.lambda_p == 0.1
+    assert half.lambda_a == pytest.approx(0.01) and half.lambda_c == pytest.approx(0.5)
+    assert half.lambda_p == pytest.approx(0.05)
     assert loss_config_for_epoch(cfg, 9) == cfg
     assert loss_config_for_epoch(LossConfig(regularizer_warmup_epochs=0), 0) == LossConfig(regularizer_warmup_epochs=0)
