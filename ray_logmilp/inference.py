@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from .bundle import Bundle, load_bundle
@@ -191,6 +192,8 @@ class WindowScorer:
         self._cache_size = int(cache_size)
         self._lock = threading.Lock()
         self._delims = tuple(self.parser_config.extra_delimiters)
+        self._match_cache: dict[str, int] = {}
+        self._match_cache_size = 65536
 
     @classmethod
     def from_path(cls, bundle_dir: str, *, device: str | torch.device = "cpu", **kwargs: Any) -> "WindowScorer":
@@ -235,21 +238,57 @@ class WindowScorer:
             return np.zeros((0, int(self.embeddings.shape[1])), np.float32)
         return np.stack(out).astype(np.float32, copy=False)
 
+    @staticmethod
+    def _lines_array(windows: Sequence[Sequence[Any]]) -> "pa.Array | list[bytes]":
+        """All lines of all windows, in order: one Arrow string array when every line is valid text
+        (the common case, no per-line work), else a list of bytes (see :func:`_as_bytes`)."""
+        flat = [line for w in windows for line in w]
+        if all(type(line) is str for line in flat):
+            try:
+                return pa.array(flat, pa.large_string())
+            except (UnicodeEncodeError, pa.ArrowException):
+                pass  # lone or escaped surrogates: go through bytes, parse_chunk quarantines them
+        return [_as_bytes(line) for line in flat]
+
+    def _match(self, masked: pa.Array) -> np.ndarray:
+        """Template id (int32, -1 = unseen) per masked message. The frozen parser's answer for a
+        message never changes, so answers are cached (logs repeat) and drain runs only on new ones."""
+        if len(masked) == 0:
+            return np.zeros(0, np.int32)
+        encoded = pc.dictionary_encode(masked)
+        distinct = encoded.dictionary.to_pylist()
+        ids = np.empty(len(distinct), dtype=np.int32)
+        missing: list[int] = []
+        cache = self._match_cache
+        for i, m in enumerate(distinct):
+            tid = cache.get(m)
+            if tid is None:
+                missing.append(i)
+            else:
+                ids[i] = tid
+        if missing:
+            found = self.bundle.parser.match_many([distinct[i] for i in missing])
+            ids[missing] = found
+            with self._lock:
+                if len(cache) + len(missing) > self._match_cache_size:
+                    cache.clear()  # crude but O(1) amortised; refills from the traffic at hand
+                cache.update(zip((distinct[i] for i in missing), found.tolist()))
+        return ids[encoded.indices.to_numpy(zero_copy_only=False)]
+
     def _prepare(self, windows: Sequence[Sequence[Any]]) -> tuple[list[_Prepared], torch.Tensor]:
         """Parse every line of every window in one go; returns per-window parses and the embedding
         table extended with this call's unseen texts."""
         sizes = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
         offsets = np.zeros(len(windows) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        flat = [_as_bytes(line) for w in windows for line in w]
-        events, quarantine = parse_chunk(self.format, flat, file=REQUEST_FILE, first_line_no=0)
+        events, quarantine = parse_chunk(self.format, self._lines_array(windows), file=REQUEST_FILE,
+                                         first_line_no=0)
 
         # Template ids of the parsed lines (global line number = index into flat).
         line_no = events.column("line_no").to_numpy()
         content = events.column("content").combine_chunks()
         masked = mask_array(self.parser_config, content) if len(content) else pa.array([], pa.string())
-        tids = self.bundle.parser.match_many(masked) if len(masked) else np.zeros(0, np.int32)
-        tids = np.asarray(tids, dtype=np.int32)
+        tids = self._match(masked)
         rows = tids.astype(np.int64)
         texts: list[str] = [""] * len(tids)
         unseen_pos = np.flatnonzero(tids < 0)

@@ -76,6 +76,10 @@ def train_main(args: argparse.Namespace) -> int:
         from .pipeline import prepare
         print(format_prepare_summary(prepare(cfg.data)))
     result = train_with_ray(cfg)
+    from .train import format_progress
+    print("history:")
+    for row in result.history:
+        print("  " + format_progress(row, cfg.train.epochs))
     m = result.metrics
     print(f"trained in {result.seconds:.1f}s; best epoch {m['epoch'] + 1}: val F1 {m['val_f1']:.4f}, "
           f"AUC {m['val_auc']:.4f}, SR {m['val_sr']:.4f}, threshold {m['threshold']:.4f}")

@@ -64,6 +64,9 @@ class LocalContext:
     def wrap_model(self, model):
         return model
 
+    def progress(self, line):
+        log.info(line)
+
     def report(self, metrics, checkpoint_dir):
         self.history.append(dict(metrics))
         if checkpoint_dir is not None:
@@ -230,10 +233,7 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
                    **validation_metrics(val_bags.labels[idx].astype(int), p_orig, p_pert, cfg.eval.delta_sr),
                    "train_seconds": train_seconds, "bags_per_second": len(batches) * tc.batch_size / train_seconds}
         if ctx.rank == 0:
-            log.info("epoch %d/%d loss %.4f (cls %.4f proto %.4f attn %.4f con %.4f) val F1 %.3f AUC %.3f SR %.3f "
-                     "[%.1f bags/s]", epoch + 1, tc.epochs, metrics["train_loss"], metrics["train_cls"],
-                     metrics["train_proto"], metrics["train_attn"], metrics["train_con"], metrics["val_f1"],
-                     metrics["val_auc"], metrics["val_sr"], metrics["bags_per_second"])
+            ctx.progress(format_progress(metrics, tc.epochs))
         ckpt = None
         if ctx.rank == 0:
             ckpt = save_checkpoint(os.path.join(scratch_dir, f"epoch_{epoch:04d}"), model, optimizer, epoch,
@@ -242,6 +242,13 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
         if tc.fault_injection_epoch is not None and epoch == tc.fault_injection_epoch:
             _maybe_crash_once(tc.fault_injection_marker, ctx)
     return metrics
+
+
+def format_progress(metrics: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {metrics['epoch'] + 1}/{epochs} loss {metrics['train_loss']:.4f} (cls {metrics['train_cls']:.4f} "
+            f"proto {metrics['train_proto']:.4f} attn {metrics['train_attn']:.4f} con {metrics['train_con']:.4f}) "
+            f"val F1 {metrics['val_f1']:.3f} AUC {metrics['val_auc']:.3f} SR {metrics['val_sr']:.3f} "
+            f"[{metrics['bags_per_second']:.1f} bags/s]")
 
 
 def _maybe_crash_once(marker: str | None, ctx: TrainContext) -> None:
@@ -277,6 +284,11 @@ class RayContext:
         wrapped.config = model.config   # losses read model.config; DDP does not forward attributes
         return wrapped
 
+    def progress(self, line):
+        # Worker stdout is what Ray forwards to the driver's console (logging handlers in workers are
+        # Ray Train's own, writing to files).
+        print(line, flush=True)
+
     def report(self, metrics, checkpoint_dir):
         import ray.train
 
@@ -304,11 +316,6 @@ def ray_worker_loop(loop_config: dict[str, Any]) -> None:
     """The Ray Train ``train_loop_per_worker``: rebuild the config, load the data, call ``fit``."""
     import tempfile
 
-    from .cli import setup_logging
-
-    # A worker process is an entry point of its own: give the library's progress lines a handler there,
-    # so Ray forwards them to the driver's console.
-    setup_logging()
     cfg = from_dict(ProjectConfig, loop_config["config"])
     data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
     with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:

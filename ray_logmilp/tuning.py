@@ -450,6 +450,9 @@ class TuneContext:
         self.fit_seconds = 0.0
         self._mark = time.perf_counter()
 
+    def progress(self, line: str) -> None:
+        log.debug(line)   # Tune's trial table already shows every epoch's metrics
+
     def wrap_model(self, model):
         return model
 

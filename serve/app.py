@@ -11,9 +11,12 @@ API (OpenAPI schema at /docs and /openapi.json; details in docs/serving.md):
 
 One deployment, ``LogMILPDetector``: a FastAPI ingress that validates requests, then hands every window
 to a ``@serve.batch`` method, so windows from concurrent requests (and the windows of one multi-window
-request) are scored together by ``ray_logmilp.inference.WindowScorer`` in a worker thread. Batch size
-and wait come from ``user_config`` (changed live by ``reconfigure``); ``max_ongoing_requests`` must
-be at least the batch size, or Serve caps batches silently (its default is 5).
+request) are scored together by ``ray_logmilp.inference.WindowScorer`` in a worker thread. Serve's
+batcher freezes a batch when it is formed, so groups formed while the model is busy stay small. The
+model loop therefore merges every group waiting when the model becomes free, up to ``max_batch_size``
+(see ``_score_batch``). Batch size and wait come from ``user_config``, and ``reconfigure`` changes them
+live. ``max_ongoing_requests`` must be at least the batch size: Serve's default is 5, and it caps
+batches silently.
 """
 import asyncio
 import collections
