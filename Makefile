@@ -15,7 +15,7 @@ DEMO_ARGS = data.inputs='[$(DEMO_DIR)/corpus/corpus.log]' data.output_dir=$(DEMO
 	train.bundle_dir=$(DEMO_DIR)/model train.storage_path=$(DEMO_DIR)/ray_results $(DEMO_EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-slow test-all clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

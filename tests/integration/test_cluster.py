@@ -99,10 +99,11 @@ def test_working_dir_upload_is_small(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow  # ~60-100 s; runs in CI through `make test-slow`
 def test_job_submit_prepare_and_train_against_a_real_head(tmp_path):
     """`ray start --head` (token auth) → `ray job submit ... jobs/prepare.py` (CLI) → jobs/train.py through
     JobSubmissionClient, 2 DDP workers; inputs, prepared data, storage_path and bundle are file:// URIs.
-    Not marked slow on purpose, so the default run (CI) exercises a real head.
+    Marked slow (about a minute): CI runs it through `make test-slow`.
     (~55-65 s on 2 cores: head start ~10 s, prepare job ~20 s, train job ~25 s, stop ~5 s)
     """
     from ray_logmilp.bundle import load_bundle
