@@ -196,3 +196,18 @@ def test_empty_input_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "prepare.py"), f"data.inputs=[{empty}]",
                            f"data.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "empty" in proc.stderr.lower()
+
+
+@pytest.mark.slow
+def test_parallel_grouping_equals_sequential_drain_on_a_million_lines(ray_local, tmp_path):
+    """The agreement bar at scale: ≥ 1M synthetic lines, several read tasks, ≥ 0.99 against plain drain3."""
+    from ray_logmilp.synthetic import SyntheticConfig, generate
+
+    generate(SyntheticConfig(n_lines=1_000_000, seed=1), tmp_path / "corpus")
+    prepare(cfg_for([tmp_path / "corpus" / "corpus.log"], tmp_path / "out"), progress=False)
+    events = pq.read_table(tmp_path / "out" / "events.parquet", columns=["line_no", "template_id", "content"])
+    events = events.sort_by("line_no")
+    assert events.num_rows == 1_000_000
+    baseline = sequential_drain_baseline(events.column("content").to_pylist(),
+                                         ParserConfig.from_format(load_format("bgl")))
+    assert grouping_accuracy(events.column("template_id").to_numpy(), baseline) >= 0.99
