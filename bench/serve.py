@@ -35,11 +35,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# `serve` must mean the app folder (serve/app.py), here and in the replicas, which get the driver's script
-# folder and working directory on their path: drop bench/ (it holds this serve.py) and work from the root.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(REPO_ROOT))
-os.chdir(REPO_ROOT)
+SERVE_CONFIG = REPO_ROOT / "serve" / "config.yaml"
 
 WINDOW_LINES = 100
 SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.attention_dim=32", "model.num_prototypes=8"]
@@ -229,7 +225,7 @@ def plain_server(bundle: str, port: int, threads: int) -> None:
     from fastapi.responses import JSONResponse
 
     from ray_logmilp.inference import WindowScorer
-    from serve.app import DetectRequest
+    from ray_logmilp.serving import DetectRequest
 
     torch.set_num_threads(threads)
     scorer = WindowScorer.from_path(bundle, max_line_bytes=16384)
@@ -278,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from serve.app import app_from_config, load_config
+    from ray_logmilp.serving import app_from_config, load_config
 
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -287,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.bundle:
         log(f"built a {a.model_size} bundle in {time.time() - t0:.0f} s: {bundle}")
     windows = request_windows(work)
-    dep = next(d for d in load_config().applications[0].deployments).model_dump(exclude_unset=True)
+    dep = next(d for d in load_config(SERVE_CONFIG).applications[0].deployments).model_dump(exclude_unset=True)
     replica_cpus = int((dep.get("ray_actor_options") or {}).get("num_cpus", 1) or 1)
     batch_cfg = dict(dep["user_config"])
     result: dict = {"bench": "serve", "window_lines": WINDOW_LINES, "cpus": os.cpu_count(), "bundle": str(bundle),
@@ -302,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     url = base + "/v1/detect"
-    app, prefix = app_from_config(args={"bundle": str(bundle)}, deployment={"num_replicas": 1})
+    app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(bundle)}, deployment={"num_replicas": 1})
     serve.run(app, name="bench", route_prefix=prefix)
     wait_ready(base)
     load(url, single, 1, 8, 2.0, "warm-up")
@@ -317,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                                     for k in (1, 16, 64)}
 
     # Same app, batching off: a live reconfigure through user_config.
-    app1, _ = app_from_config(args={"bundle": str(bundle)},
+    app1, _ = app_from_config(SERVE_CONFIG, args={"bundle": str(bundle)},
                               deployment={"num_replicas": 1, "user_config": {**batch_cfg, "max_batch_size": 1}})
     serve.run(app1, name="bench", route_prefix=prefix)
     wait_ready(base)

@@ -82,6 +82,12 @@ class ModelConfig:
     chance; pre-LN keeps each line's own representation on the residual path."""
     max_len: int = 4096
     """Longest bag accepted when positional_encoding is on (size of the position table)."""
+    relative_window: int = 0
+    """R > 0: add a learned relative-position bias to the encoder's self-attention logits, one value per
+    head and per signed offset j − i in [−R, R] (offsets beyond R share the end values). Not in the paper;
+    ours, because the hard anomalies are defined by what happened a few lines *before* a line (a trigger,
+    a missing "open"), and a bias on the offset lets a head look exactly there, before or after, at any
+    absolute position. 0 = off (the encoder then sees order only through the absolute position code)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.input_dim, int) or isinstance(self.input_dim, bool) or self.input_dim < 0:
@@ -91,6 +97,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.relative_window, int) or isinstance(self.relative_window, bool) \
+                or self.relative_window < 0:
+            raise ValueError(f"ModelConfig.relative_window must be a non-negative integer, got {self.relative_window!r}")
         if self.hidden_dim % self.encoder_heads:
             raise ValueError(f"ModelConfig.hidden_dim ({self.hidden_dim}) must be divisible by "
                              f"ModelConfig.encoder_heads ({self.encoder_heads})")
@@ -140,6 +149,27 @@ def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
     return pe * math.sqrt(2.0 / dim)                                                  # [L,dim]
 
 
+class _DenseEncoderLayer(nn.TransformerEncoderLayer):
+    """nn.TransformerEncoderLayer without the inference fast path.
+
+    PyTorch swaps in a fused kernel under ``eval()`` + ``no_grad``; with a float attention mask (our
+    relative-position bias) that kernel returns NaN on CPU (torch 2.13), and it is a second numeric
+    path besides. This is the layer's own slow path, unchanged, for training and inference alike.
+    Parameter names are the parent's, so checkpoints are interchangeable with a stock layer.
+    """
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
+                src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        x = src                                                                        # [B,W,d_h]
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+            x = x + self._ff_block(self.norm2(x))
+        else:
+            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
+            x = self.norm2(x + self._ff_block(x))
+        return x
+
+
 class LogMILP(nn.Module):
     """Prototype-guided multi-head attention MIL (paper section III-C/D)."""
 
@@ -155,7 +185,10 @@ class LogMILP(nn.Module):
         if cfg.positional_encoding:
             # Not persistent: a deterministic function of the config, so it stays out of checkpoints.
             self.register_buffer("pos", sinusoidal_positions(cfg.max_len, d_h), persistent=False)
-        layer = nn.TransformerEncoderLayer(d_model=d_h, nhead=cfg.encoder_heads, dim_feedforward=cfg.ff_dim,
+        if cfg.relative_window:
+            # b[h, R + (j − i)]: added to head h's attention logit of query i on key j, in every layer.
+            self.relative_bias = nn.Parameter(torch.zeros(cfg.encoder_heads, 2 * cfg.relative_window + 1))
+        layer = _DenseEncoderLayer(d_model=d_h, nhead=cfg.encoder_heads, dim_feedforward=cfg.ff_dim,
                                            dropout=cfg.dropout, batch_first=True, norm_first=cfg.norm_first)
         # No nested-tensor conversion: padded rows are masked and zeroed anyway, and one dense code path
         # keeps training and inference numerically alike.
@@ -199,7 +232,10 @@ class LogMILP(nn.Module):
         if cfg.positional_encoding:
             # Absolute positions within the window: a right-padded bag keeps its real rows' positions.
             h = h + cfg.positional_scale * self.pos[:W]
-        z = self.encoder(h, src_key_padding_mask=~mask)                                # [B,W,d_h]
+        if cfg.relative_window:
+            z = self.encoder(h, mask=self._relative_attention_mask(mask))             # [B,W,d_h]
+        else:
+            z = self.encoder(h, src_key_padding_mask=~mask)                            # [B,W,d_h]
         z = z.masked_fill(~real, 0.0)
 
         # --- prototype similarity ----------------------------------------------------------------
@@ -240,6 +276,21 @@ class LogMILP(nn.Module):
         logits = self.classifier(torch.cat([z_cat, f_p], dim=-1))                      # [B,2]
         prob = torch.softmax(logits, dim=-1)[:, 1]                                     # [B]
         return LogMILPOutput(logits, prob, attention, m, M_bag, E_bag, V_bag, s)
+
+    def _relative_attention_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Float attention mask [B·heads, W, W]: the relative-position bias, −inf on padded keys.
+
+        Padding goes into the same float mask (not src_key_padding_mask) because PyTorch's encoder
+        wants both masks of one kind; every bag has a real instance, so no row is all −inf.
+        """
+        B, W = mask.shape
+        R, H = self.config.relative_window, self.config.encoder_heads
+        idx = torch.arange(W, device=mask.device)
+        offset = (idx[None, :] - idx[:, None]).clamp(-R, R) + R                        # [W,W] key j − query i
+        bias = self.relative_bias[:, offset]                                           # [H,W,W]
+        bias = bias[None].expand(B, H, W, W)
+        bias = bias.masked_fill(~mask[:, None, None, :], float("-inf"))                # [B,H,W,W]
+        return bias.reshape(B * H, W, W)
 
     def _check_inputs(self, x: torch.Tensor, mask: torch.Tensor) -> None:
         cfg = self.config

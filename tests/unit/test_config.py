@@ -33,10 +33,18 @@ def test_overrides_apply_with_yaml_values():
     ("data.strict=maybe", "data.strict"),
     ("data.chunk_lines=ten", "data.chunk_lines"),
     ("data.labels.source=alarms", "data.labels.alarms_path"),
+    ("train.lr=fast", "train.lr"),
+    ("train.lr=nan", "train.lr"),
 ])
 def test_bad_values_name_the_flag(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("[", r"\[")):
         load_project(None, [override])
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads "3e-3" as a string; an override written that way must still mean 0.003.
+    cfg = load_project(None, ["train.lr=3e-3", "train.weight_decay=1E-5"])
+    assert cfg.train.lr == pytest.approx(0.003) and cfg.train.weight_decay == pytest.approx(1e-5)
 
 
 def test_override_without_equals_is_an_error():

@@ -263,6 +263,7 @@ def test_perturbation_never_picks_padding():
 @pytest.mark.parametrize("switch", [
     {}, {"use_prototypes": False}, {"use_candidate_bias": False}, {"positional_encoding": False},
     {"use_prototypes": False, "use_candidate_bias": False, "positional_encoding": False},
+    {"relative_window": 3}, {"relative_window": 3, "positional_encoding": False},
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -298,6 +299,37 @@ def test_positional_encoding_breaks_permutation_invariance():
     assert not torch.allclose(ordered(x, mask).prob, ordered(x[:, perm], mask).prob, atol=1e-6)
 
 
+def _randomised_relative_model(**overrides) -> LogMILP:
+    model = tiny_model(relative_window=2, **overrides)
+    with torch.no_grad():
+        model.relative_bias.normal_(0.0, 2.0)   # a trained-looking bias, not the zero initialisation
+    return model.eval()
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_relative_bias_keeps_padding_invariance_and_scores_alike_with_and_without_grad(grad):
+    model = _randomised_relative_model()
+    x, mask = ragged_batch()
+    x_pad = torch.cat([x, torch.full((3, 4, D), float("nan"))], dim=1)
+    mask_pad = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
+    with torch.set_grad_enabled(grad):
+        a, b = model(x, mask), model(x_pad, mask_pad)
+    assert torch.isfinite(a.prob).all(), "eval + no_grad must not take PyTorch's NaN-prone fused path"
+    assert torch.allclose(a.prob, b.prob, rtol=1e-5, atol=1e-6)
+    with torch.enable_grad():
+        assert torch.allclose(model(x, mask).prob, a.prob, atol=1e-6)
+
+
+def test_relative_bias_sees_direction():
+    # Without absolute positions, only the relative bias can tell "A before B" from "B before A".
+    model = _randomised_relative_model(positional_encoding=False)
+    x, mask = ragged_batch(lengths=(6,), w=6)
+    reversed_bag = x.flip(1)
+    assert not torch.allclose(model(x, mask).prob, model(reversed_bag, mask).prob, atol=1e-6)
+    plain = tiny_model(positional_encoding=False).eval()
+    assert torch.allclose(plain(x, mask).prob, plain(reversed_bag, mask).prob, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------
 # learning
 
@@ -317,7 +349,7 @@ def test_tiny_model_overfits_tiny_set():
     x, mask, y, where = synthetic_bags()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     cfg = LossConfig()
-    for _ in range(150):
+    for _ in range(300):
         total, terms, _ = compute_losses(model, x, mask, y, cfg)
         opt.zero_grad()
         total.backward()
