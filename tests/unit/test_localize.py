@@ -109,7 +109,7 @@ def test_trained_model_localizes_the_special_line():
     model = LogMILP(ModelConfig(input_dim=d, hidden_dim=32, ff_dim=64, dropout=0.0, num_prototypes=4,
                                 attention_heads=2, attention_dim=16))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    for _ in range(300):
         total, _, _ = compute_losses(model, x, mask, y, LossConfig())
         opt.zero_grad()
         total.backward()
