@@ -11,6 +11,7 @@ its own seeded stream over the whole training split.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -152,12 +153,18 @@ def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, de
 
 
 def save_checkpoint(directory: str, model: LogMILP, optimizer, epoch: int, metrics: dict[str, Any],
-                    model_cfg: ModelConfig) -> str:
+                    model_cfg: ModelConfig, history: list[dict[str, Any]] | None = None) -> str:
+    """Weights + optimizer state, and a JSON sidecar with this epoch's metrics and the run's history so far.
+
+    The history travels with the checkpoint because it is the only record that survives restarts:
+    Ray Train's result dataframe lists just the checkpoints it kept (num_to_keep), not every epoch.
+    """
     os.makedirs(directory, exist_ok=True)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
                os.path.join(directory, CHECKPOINT_FILE))
     with open(os.path.join(directory, CHECKPOINT_META), "w") as fh:
-        json.dump({"epoch": epoch, "metrics": metrics, "model_config": to_dict(model_cfg)}, fh)
+        json.dump({"epoch": epoch, "metrics": metrics, "model_config": to_dict(model_cfg),
+                   "history": list(history or [])}, fh)
     return directory
 
 
@@ -186,12 +193,14 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
     model = LogMILP(model_cfg).to(ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_epoch = 0
+    history: list[dict[str, Any]] = []
     resume = ctx.resume_dir()
     if resume:
         state, meta = load_checkpoint(resume)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"]) + 1
+        history = list(meta.get("history", []))
         if ctx.rank == 0:
             log.info("resuming from %s (epoch %d done)", resume, start_epoch)
     train_model = ctx.wrap_model(model)
@@ -232,12 +241,13 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
         metrics = {"epoch": epoch, **{f"train_{k}": v / len(batches) for k, v in sums.items()},
                    **validation_metrics(val_bags.labels[idx].astype(int), p_orig, p_pert, cfg.eval.delta_sr),
                    "train_seconds": train_seconds, "bags_per_second": len(batches) * tc.batch_size / train_seconds}
+        history.append(metrics)
         if ctx.rank == 0:
             ctx.progress(format_progress(metrics, tc.epochs))
         ckpt = None
         if ctx.rank == 0:
             ckpt = save_checkpoint(os.path.join(scratch_dir, f"epoch_{epoch:04d}"), model, optimizer, epoch,
-                                   metrics, model_cfg)
+                                   metrics, model_cfg, history)
         ctx.report(metrics, ckpt)
         if tc.fault_injection_epoch is not None and epoch == tc.fault_injection_epoch:
             _maybe_crash_once(tc.fault_injection_marker, ctx)
@@ -325,7 +335,7 @@ def ray_worker_loop(loop_config: dict[str, Any]) -> None:
 @dataclass
 class TrainResult:
     bundle_dir: str
-    best_checkpoint: str
+    best_checkpoint: str             # "" when train_local ran in a temporary folder (removed)
     metrics: dict[str, Any]          # validation metrics of the chosen (best) epoch
     seconds: float
     history: list[dict[str, Any]]    # every epoch's reported metrics, in order (across restarts)
@@ -374,20 +384,32 @@ def train_with_ray(cfg: ProjectConfig) -> TrainResult:
         state, meta = load_checkpoint(ckpt_dir)
         out = bundle.write_bundle(tc.bundle_dir, cfg, state["model"], meta,
                                   prepared_dir=tc.prepared_dir or cfg.data.output_dir)
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    # Every epoch, across restarts, from the latest checkpoint (metrics_dataframe holds only kept checkpoints).
+    latest = result.checkpoint or best
+    with latest.as_directory() as ckpt_dir:
+        history = load_checkpoint(ckpt_dir)[1].get("history", [])
     return TrainResult(bundle_dir=out, best_checkpoint=best.path, metrics=meta["metrics"],
                        seconds=time.perf_counter() - t0, history=history)
 
 
 def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
-    """The same training without Ray (one process): used by tests, benchmarks and debugging."""
+    """The same training without Ray (one process): used by tests, benchmarks and debugging.
+
+    Epoch checkpoints go to ``run_dir`` (kept, so a second call resumes from them) or, without one, to
+    a temporary folder that is removed once the bundle is written: every epoch's checkpoint is
+    several MB, and callers that only want the bundle must not fill /tmp with them.
+    """
     import tempfile
+
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="logmilp-run-") as tmp:
+            result = train_local(cfg, run_dir=tmp)
+        return dataclasses.replace(result, best_checkpoint="")
 
     from . import bundle
 
     t0 = time.perf_counter()
     data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
-    run_dir = run_dir or tempfile.mkdtemp(prefix="logmilp-run-")
     ctx = LocalContext(run_dir)
     with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:
         fit(cfg, data, ctx, scratch_dir=scratch)

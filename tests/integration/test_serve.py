@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import REPO_ROOT, SMALL_MODEL
+
 SERVE_CONFIG = REPO_ROOT / "serve" / "config.yaml"
 
 httpx = pytest.importorskip("httpx")
@@ -33,9 +34,40 @@ def _free_port() -> int:
 # Windows cut from the synthetic corpus: one around a planted anomalous line, one with none.
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def corpus_windows(synthetic_corpus):
-    lines = (Path(synthetic_corpus) / "corpus.log").read_text().splitlines()
-    episodes = list(csv.DictReader(open(Path(synthetic_corpus) / "episodes.csv")))
+def serve_corpus(tmp_path_factory):
+    """A synthetic corpus whose anomalies are all of kind 'rare', drawn from 4 anomaly templates.
+
+    These tests check the serving path (same parser, embedder, model and threshold as training, the
+    right lines reported back), so they need a model that reliably detects *something* after a few
+    seconds of training. The harder anomaly kinds are the model-quality benchmark's business
+    (jobs/evaluate.py on configs/synthetic.yaml), not this module's.
+    """
+    from ray_logmilp.synthetic import SyntheticConfig, generate
+
+    out = tmp_path_factory.mktemp("serve") / "corpus"
+    generate(SyntheticConfig(n_lines=30_000, seed=1, kind_weights=(1, 0, 0, 0), n_rare_templates=4), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def serve_bundle(ray_local, serve_corpus, tmp_path_factory):
+    """The serve corpus prepared by the real pipeline and a model trained on it in-process."""
+    from ray_logmilp.config import load_project
+    from ray_logmilp.pipeline import prepare
+    from ray_logmilp.train import train_local
+
+    root = tmp_path_factory.mktemp("serve_run")
+    cfg = load_project(REPO_ROOT / "configs" / "synthetic.yaml", [
+        f"data.inputs=[{serve_corpus / 'corpus.log'}]", f"data.output_dir={root / 'prepared'}",
+        f"train.bundle_dir={root / 'model'}", "train.epochs=8", "train.steps_per_epoch=40", *SMALL_MODEL])
+    prepare(cfg.data, progress=False)
+    return train_local(cfg).bundle_dir
+
+
+@pytest.fixture(scope="module")
+def corpus_windows(serve_corpus):
+    lines = (Path(serve_corpus) / "corpus.log").read_text().splitlines()
+    episodes = list(csv.DictReader(open(Path(serve_corpus) / "episodes.csv")))
     busy = set()  # every line of every episode, its context included (1-based)
     for e in episodes:
         busy.update(range(int(e["start_line"]) - 12, int(e["end_line"]) + 1))
@@ -65,14 +97,14 @@ def corpus_windows(synthetic_corpus):
 # The app
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def base_url(ray_local, small_bundle):
+def base_url(ray_local, serve_bundle):
     from ray import serve
 
     from ray_logmilp.serving import app_from_config
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(small_bundle), "max_body_bytes": MAX_BODY},
+    app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(serve_bundle), "max_body_bytes": MAX_BODY},
                                   deployment={"num_replicas": 1})
     serve.run(app, name="logmilp-test", route_prefix=prefix)
     try:
@@ -94,11 +126,11 @@ def _detect(client, body):
     return r.json()["windows"]
 
 
-def test_health_model_and_openapi(client, small_bundle):
+def test_health_model_and_openapi(client, serve_bundle):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     info = client.get("/v1/model").json()
-    bundle = json.loads((Path(small_bundle) / "bundle.json").read_text())
+    bundle = json.loads((Path(serve_bundle) / "bundle.json").read_text())
     assert info["threshold"] == pytest.approx(bundle["threshold"])
     assert info["version"] == bundle["files"]["weights.safetensors"][:12]
     assert info["templates"] > 0 and info["model"]["hidden_dim"] == bundle["model_config"]["hidden_dim"]
@@ -107,12 +139,16 @@ def test_health_model_and_openapi(client, small_bundle):
     assert {"/v1/detect", "/v1/model", "/healthz"} <= set(paths)
 
 
-@pytest.mark.xfail(strict=False, reason="needs a model that meets the issue-3 quality bars; the 6-epoch "
-                   "small_bundle sometimes scores the planted window just under its threshold")
-def test_positive_window_is_anomalous_with_the_planted_line_in_the_top_3(client, corpus_windows):
+def test_positive_window_is_anomalous(client, corpus_windows):
+    res = _detect(client, {"lines": corpus_windows["positive"], "top_k": 3})[0]
+    assert res["anomalous"] is True, f"score {res['score']:.4f} below threshold {res['threshold']:.4f}"
+
+
+@pytest.mark.xfail(strict=False, reason="localization quality is issue 3's open bar (Loc@3 >= 0.85): the "
+                   "trained model detects the window but its attention does not reliably rank the planted line")
+def test_positive_window_has_the_planted_line_in_the_top_3(client, corpus_windows):
     res = _detect(client, {"lines": corpus_windows["positive"], "top_k": 3})[0]
     top = [t["index"] for t in res["top"]]
-    assert res["anomalous"] is True, f"score {res['score']:.4f} below threshold {res['threshold']:.4f}"
     assert corpus_windows["planted"] in top, f"planted line {corpus_windows['planted']} not in top-3 {top}"
 
 
@@ -204,23 +240,23 @@ def test_shipped_config_is_valid():
     assert dep.autoscaling_config["min_replicas"] <= dep.autoscaling_config["max_replicas"]
 
 
-def test_max_ongoing_requests_below_batch_size_is_refused(small_bundle):
+def test_max_ongoing_requests_below_batch_size_is_refused(serve_bundle):
     from ray_logmilp.serving import build
 
     with pytest.raises(ValueError, match="max_ongoing_requests"):
-        build({"bundle": str(small_bundle)}, max_ongoing_requests=5, user_config={"max_batch_size": 32})
+        build({"bundle": str(serve_bundle)}, max_ongoing_requests=5, user_config={"max_batch_size": 32})
     with pytest.raises(ValueError, match="bundle"):
         build({"bundle": "/nonexistent/model"})
 
 
-def test_live_reconfigure_of_batching(client, small_bundle, corpus_windows):
+def test_live_reconfigure_of_batching(client, serve_bundle, corpus_windows):
     """Last in this module: changes the running app's batching through user_config, without a restart."""
     from ray import serve
 
     from ray_logmilp.serving import app_from_config
 
     before = _detect(client, {"lines": corpus_windows["normal"]})[0]
-    app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(small_bundle)}, deployment={
+    app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(serve_bundle)}, deployment={
         "num_replicas": 1, "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.001}})
     serve.run(app, name="logmilp-test", route_prefix=prefix)
     assert client.get("/v1/model").json()["batching"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.001}

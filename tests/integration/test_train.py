@@ -81,3 +81,19 @@ def test_bundle_loads_without_training_code(small_bundle):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_train_local_leaves_no_checkpoints_behind(small_prepared, small_config, tmp_path, monkeypatch):
+    import tempfile
+
+    from ray_logmilp.train import train_local
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    cfg = with_overrides(small_config, "train.epochs=1", f"train.bundle_dir={tmp_path / 'b'}")
+    result = train_local(cfg)
+    assert load_bundle(result.bundle_dir).threshold is not None
+    assert list(scratch.iterdir()) == [], "epoch checkpoints of a run without run_dir must be removed"
+    kept = train_local(cfg, run_dir=str(tmp_path / "run"))
+    assert (tmp_path / "run").is_dir() and kept.best_checkpoint.startswith(str(tmp_path / "run"))
