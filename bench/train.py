@@ -2,8 +2,8 @@
 
     python bench/train.py [--lines 60000] [--epochs 3]
 
-Reports bags/s of the training steps for: plain fit() in this process; Ray Train with 1 worker; Ray Train
-with 2 workers (DDP; on a 2-core machine the two ranks share the cores). Ray's per-step overhead is
+Reports bags/s of the training steps for: plain fit() in this process; Ray Train with 1 worker given every
+CPU; Ray Train with 2 workers (DDP, the CPUs split between the ranks). Ray's per-step overhead is
 1 − (Ray 1-worker bags/s ÷ plain bags/s); start-up (cluster, worker group, data loading, bundle) is
 reported separately as Ray's wall time minus the time inside epochs. GPU: when CUDA is present the
 Ray runs use it (bf16) and the JSON notes the device and peak GPU memory of the plain run.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -62,9 +63,14 @@ def main(argv=None) -> int:
     if torch.cuda.is_available():
         out["plain"]["gpu_peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
+    cpus = os.cpu_count() or 1
     for workers in (1, 2):
+        # The 1-worker run gets the whole machine, as the plain run has: Ray sets OMP_NUM_THREADS to a
+        # worker's CPU count, so a 1-CPU worker would run torch on one thread and the comparison would
+        # measure thread count, not Ray. The DDP run splits the machine between its ranks.
+        per_worker = max(1, cpus // workers)
         cfg = load_project(CONFIG, base + [f"train.bundle_dir={work / f'm_ray{workers}'}",
-                                                             f"train.num_workers={workers}"])
+                                           f"train.num_workers={workers}", f"train.cpus_per_worker={per_worker}"])
         t0 = time.perf_counter()
         res = train_with_ray(cfg)
         wall = time.perf_counter() - t0
@@ -73,6 +79,7 @@ def main(argv=None) -> int:
         group_bps = bps * workers
         epoch_time = sum(r["train_seconds"] for r in res.history)
         out[f"ray_{workers}_worker"] = {"bags_per_second": round(group_bps, 1), "wall_seconds": round(wall, 1),
+                                        "cpus_per_worker": per_worker,
                                         "startup_and_teardown_seconds": round(wall - epoch_time, 1)}
     out["ray_per_step_overhead"] = round(1 - out["ray_1_worker"]["bags_per_second"] / out["plain"]["bags_per_second"], 3)
     out["ddp_2_vs_1_worker"] = round(out["ray_2_worker"]["bags_per_second"] / out["ray_1_worker"]["bags_per_second"], 2)
