@@ -92,6 +92,7 @@ ABLATIONS: dict[str, list[str]] = {
     "w/o prototypes": ["model.use_prototypes=false"],
     "w/o candidate bias": ["model.use_candidate_bias=false"],
     "mask perturbation": ["loss.perturbation=mask"],
+    "w/o history window": ["model.history_window=0"],
 }
 
 

@@ -167,6 +167,10 @@ def test_config_validation_names_the_field():
         ModelConfig(input_dim=8, dropout=1.0)
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
         ModelConfig.from_dict({"input_dim": 8, "hidden": 3})
+    with pytest.raises(ValueError, match="attention_input"):
+        ModelConfig(input_dim=8, attention_input="bogus")
+    with pytest.raises(ValueError, match="history_window"):
+        ModelConfig(input_dim=8, history_window=-1)
     cfg = tiny_config()
     assert ModelConfig.from_dict(dataclasses.asdict(cfg)) == cfg
     # input_dim = 0 is a valid config ("fill in from the data") but not a buildable model.
@@ -264,6 +268,8 @@ def test_perturbation_never_picks_padding():
     {}, {"use_prototypes": False}, {"use_candidate_bias": False}, {"positional_encoding": False},
     {"use_prototypes": False, "use_candidate_bias": False, "positional_encoding": False},
     {"relative_window": 3}, {"relative_window": 3, "positional_encoding": False},
+    {"history_window": 0}, {"history_window": 2}, {"attention_input": "encoder"},
+    {"attention_input": "local", "history_window": 0},
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -293,7 +299,7 @@ def test_candidate_bias_changes_attention():
 def test_positional_encoding_breaks_permutation_invariance():
     x, mask = ragged_batch(lengths=(6,), w=6)
     perm = torch.tensor([5, 3, 1, 0, 2, 4])
-    plain = tiny_model(positional_encoding=False).eval()
+    plain = tiny_model(positional_encoding=False, history_window=0).eval()
     assert torch.allclose(plain(x, mask).prob, plain(x[:, perm], mask).prob, atol=1e-6)
     ordered = tiny_model(positional_encoding=True).eval()
     assert not torch.allclose(ordered(x, mask).prob, ordered(x[:, perm], mask).prob, atol=1e-6)
@@ -322,12 +328,48 @@ def test_relative_bias_keeps_padding_invariance_and_scores_alike_with_and_withou
 
 def test_relative_bias_sees_direction():
     # Without absolute positions, only the relative bias can tell "A before B" from "B before A".
-    model = _randomised_relative_model(positional_encoding=False)
+    model = _randomised_relative_model(positional_encoding=False, history_window=0)
     x, mask = ragged_batch(lengths=(6,), w=6)
     reversed_bag = x.flip(1)
     assert not torch.allclose(model(x, mask).prob, model(reversed_bag, mask).prob, atol=1e-6)
-    plain = tiny_model(positional_encoding=False).eval()
+    plain = tiny_model(positional_encoding=False, history_window=0).eval()
     assert torch.allclose(plain(x, mask).prob, plain(reversed_bag, mask).prob, atol=1e-6)
+
+
+def test_history_summary_sees_exactly_the_R_real_lines_before():
+    model = tiny_model(history_window=2).eval()
+    g = torch.Generator().manual_seed(4)
+    h = torch.randn(1, 6, 32, generator=g)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    with torch.no_grad():
+        base = model._history(h, mask)                                  # [1,6,32]
+        assert (base[0, 0] == 0).all(), "the first line has no history"
+        changed = h.clone()
+        changed[0, 1] += 5.0                                            # line 1 is history of lines 2 and 3 only
+        moved = (model._history(changed, mask) - base).abs().amax(-1)[0]
+        assert moved[2] > 0 and moved[3] > 0
+        assert (moved[[0, 1, 4, 5]] == 0).all()
+        holed = mask.clone()
+        holed[0, 1] = False                                             # a removed line is nobody's history
+        a, b = model._history(h, holed), model._history(changed, holed)
+        assert torch.equal(a, b) and (a[0, 1] == 0).all()
+
+
+def test_history_lets_the_model_see_order_without_positions():
+    x, mask = ragged_batch(lengths=(6,), w=6)
+    model = tiny_model(positional_encoding=False, history_window=3).eval()
+    assert not torch.allclose(model(x, mask).prob, model(x.flip(1), mask).prob, atol=1e-6)
+
+
+def test_local_attention_input_scores_lines_before_the_encoder():
+    x, mask = ragged_batch()
+    encoder = tiny_model(seed=2, attention_input="encoder").eval()
+    local = tiny_model(seed=2, attention_input="local").eval()
+    local.load_state_dict(encoder.state_dict())                        # same parameters, other scoring input
+    a, b = encoder(x, mask), local(x, mask)
+    assert not torch.allclose(a.attention, b.attention)
+    assert torch.allclose(b.attention.sum(-1), torch.ones(3, 2), atol=1e-6)
+    assert (b.attention.masked_select(~mask[:, None, :].expand_as(b.attention)) == 0).all()
 
 
 # ------------------------------------------------------------------------------------------------
