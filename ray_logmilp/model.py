@@ -96,8 +96,8 @@ class ModelConfig:
     of DeepLog's history window: the hard anomalies are defined by what happened a few lines *before* a
     line (a trigger, a missing "open"), and a max over a short history turns "template T occurred within
     the last few lines" into one feature of the line itself. The Transformer can in principle learn
-    this, but from window labels alone it did not (validation AUC 0.87 vs 0.95 with this summary on the
-    1M-line benchmark corpus, same steps). The evidence then sits on the anomalous line, which is what
+    this, but from window labels alone it did not: on the 1M-line benchmark corpus, validation AUC 0.86
+    without the summary and 0.97 with it, both after 1,500 steps of plain cross-entropy. The evidence then sits on the anomalous line, which is what
     attention pooling and localization need. 0 = off (the paper's encoder)."""
     attention_input: str = "local"
     """What the pooling heads score: "local" (the line's own features before the encoder: H plus its
