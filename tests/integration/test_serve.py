@@ -144,8 +144,6 @@ def test_positive_window_is_anomalous(client, corpus_windows):
     assert res["anomalous"] is True, f"score {res['score']:.4f} below threshold {res['threshold']:.4f}"
 
 
-@pytest.mark.xfail(strict=False, reason="localization quality is issue 3's open bar (Loc@3 >= 0.85): the "
-                   "trained model detects the window but its attention does not reliably rank the planted line")
 def test_positive_window_has_the_planted_line_in_the_top_3(client, corpus_windows):
     res = _detect(client, {"lines": corpus_windows["positive"], "top_k": 3})[0]
     top = [t["index"] for t in res["top"]]
