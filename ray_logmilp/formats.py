@@ -212,47 +212,41 @@ class _Compiled:
     ts_has_fraction: bool
 
 
+def _regex_pieces(pattern: str):
+    """Split a regex into (index, piece): an escape (``\\x``), a whole character class (``[...]``, where a
+    ``]`` right after ``[`` or ``[^`` is a member), or one character. Rewriters act on the ``(`` pieces and
+    copy the rest, so a ``(`` inside a class or after a backslash is never mistaken for a group."""
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            yield i, pattern[i:i + 2]
+            i += 2
+        elif ch == "[":
+            j = i + 1
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            yield i, pattern[i:j + 1]
+            i = j + 1
+        else:
+            yield i, ch
+            i += 1
+
+
 def _rewrite_groups(fragment: str, where: str) -> str:
     """Turn unnamed capturing groups ``(`` of a regex fragment into ``(?:`` (pyarrow's
     ``extract_regex`` accepts named groups only). Named groups are rejected."""
     out: list[str] = []
-    i, n = 0, len(fragment)
-    in_class = False
-    while i < n:
-        ch = fragment[i]
-        if ch == "\\":
-            out.append(fragment[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if ch == "]":
-                in_class = False
-            out.append(ch)
-            i += 1
-            continue
-        if ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            # a ']' right after '[' or '[^' is a literal member of the class
-            if fragment.startswith("^", i):
-                out.append("^")
-                i += 1
-            if fragment.startswith("]", i):
-                out.append("]")
-                i += 1
-            continue
-        if ch == "(":
+    for i, piece in _regex_pieces(fragment):
+        if piece == "(":
             if fragment.startswith("(?P<", i) or fragment.startswith("(?<", i):
                 raise FormatError(f"{where}: named groups are not allowed here ({fragment!r})")
-            if fragment.startswith("(?", i):
-                out.append(ch)
-            else:
-                out.append("(?:")
-            i += 1
-            continue
-        out.append(ch)
-        i += 1
+            piece = "(" if fragment.startswith("(?", i) else "(?:"
+        out.append(piece)
     return "".join(out)
 
 
@@ -385,40 +379,16 @@ def _session_regex(pattern: str, where: str) -> str:
         raise FormatError(f"{where}: session pattern {pattern!r} must have at most one capture group, has {groups}")
     # rewrite the single capturing group to a named one
     out: list[str] = []
-    i, n, in_class = 0, len(pattern), False
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
+    skip_to = 0
+    for i, piece in _regex_pieces(pattern):
+        if i < skip_to:
             continue
-        if in_class:
-            in_class = ch != "]"
-            out.append(ch)
-            i += 1
-            continue
-        if ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            if pattern.startswith("^", i):
-                out.append("^")
-                i += 1
-            if pattern.startswith("]", i):
-                out.append("]")
-                i += 1
-            continue
-        if ch == "(" and pattern.startswith("(?P<", i):
-            j = pattern.index(">", i)
-            out.append("(?P<session>")
-            i = j + 1
-            continue
-        if ch == "(" and not pattern.startswith("(?", i):
-            out.append("(?P<session>")
-            i += 1
-            continue
-        out.append(ch)
-        i += 1
+        if piece == "(" and pattern.startswith("(?P<", i):
+            skip_to = pattern.index(">", i) + 1           # drop the user's group name
+            piece = "(?P<session>"
+        elif piece == "(" and not pattern.startswith("(?", i):
+            piece = "(?P<session>"
+        out.append(piece)
     return "".join(out)
 
 
