@@ -35,6 +35,10 @@ from .config import ProjectConfig, to_dict
 log = logging.getLogger(__name__)
 
 BUNDLE_VERSION = 1
+# Model options added after bundles were first written, with the value that reproduces a bundle written
+# before the option existed (it was trained without it). Today's defaults differ, so a missing key must not
+# silently take today's default.
+LEGACY_MODEL_OPTIONS = {"history_window": 0, "attention_input": "encoder"}
 PAYLOAD_FILES = ("weights.safetensors", "templates.parquet", "parser.json", "embedder.json", "format.json",
                  "metrics.json")
 
@@ -149,7 +153,7 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
         if verify and _sha256(blobs[name]) != expected:
             raise BundleError(f"{bundle_dir}: {name} does not match its checksum in bundle.json "
                               f"(modified or truncated)")
-    model = LogMILP(ModelConfig(**manifest["model_config"]))
+    model = LogMILP(ModelConfig(**{**LEGACY_MODEL_OPTIONS, **manifest["model_config"]}))
     try:
         model.load_state_dict(load_safetensors(blobs["weights.safetensors"]))
     except RuntimeError as exc:

@@ -68,6 +68,38 @@ def tiny_bundle(corpus_lines, tmp_path_factory) -> str:
                         str(prepared))
 
 
+def test_bundle_written_before_newer_model_options_loads_as_trained(tiny_bundle, tmp_path):
+    # A bundle from before history_window / attention_input existed has neither key; it was trained
+    # with the paper's encoder path, so it must load as that, not with today's defaults (whose extra
+    # weights it lacks).
+    import shutil
+
+    from ray_logmilp.bundle import LEGACY_MODEL_OPTIONS
+
+    legacy_dir = tmp_path / "legacy"
+    shutil.copytree(tiny_bundle, legacy_dir)
+    manifest_path = legacy_dir / "bundle.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["model_config"]["history_window"] == 16      # the fixture uses today's defaults ...
+    torch.manual_seed(0)
+    old_cfg = ModelConfig(**{**manifest["model_config"], **LEGACY_MODEL_OPTIONS})
+    old_model = LogMILP(old_cfg)
+    from safetensors.torch import save_file
+    save_file(old_model.state_dict(), str(legacy_dir / "weights.safetensors"))
+    for key in LEGACY_MODEL_OPTIONS:                              # ... so rewrite it as an older bundle
+        manifest["model_config"].pop(key)
+    import hashlib
+    manifest["files"]["weights.safetensors"] = hashlib.sha256((legacy_dir / "weights.safetensors").read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+    loaded = load_bundle(str(legacy_dir))
+    assert loaded.model.config.history_window == 0 and loaded.model.config.attention_input == "encoder"
+    x = torch.randn(2, 5, 32)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x, mask).prob, old_model.eval()(x, mask).prob, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def scorer(tiny_bundle) -> WindowScorer:
     return WindowScorer.from_path(tiny_bundle, max_line_bytes=400)
