@@ -97,8 +97,9 @@ class ModelConfig:
     line (a trigger, a missing "open"), and a max over a short history turns "template T occurred within
     the last few lines" into one feature of the line itself. The Transformer can in principle learn
     this, but from window labels alone it did not: on the 1M-line benchmark corpus, validation AUC 0.86
-    without the summary and 0.97 with it, both after 1,500 steps of plain cross-entropy. The evidence then sits on the anomalous line, which is what
-    attention pooling and localization need. 0 = off (the paper's encoder)."""
+    without the summary and 0.97 with it, both after 1,500 steps of plain cross-entropy. The evidence
+    then sits on the anomalous line, which is what attention pooling and localization need.
+    0 = off (the paper's encoder)."""
     attention_input: str = "local"
     """What the pooling heads score: "local" (the line's own features before the encoder: H plus its
     history summary) or "encoder" (the paper: the Transformer output Z). Pooling always averages Z.
@@ -260,7 +261,6 @@ class LogMILP(nn.Module):
             h = h + cfg.positional_scale * self.pos[:W]
         if cfg.history_window:
             h = h + self.history_out(self._history(h, mask))                          # [B,W,d_h]
-        h_local = h
         if cfg.relative_window:
             z = self.encoder(h, mask=self._relative_attention_mask(mask))             # [B,W,d_h]
         else:
@@ -290,7 +290,8 @@ class LogMILP(nn.Module):
             M_bag = V_bag = E_bag = z.new_zeros(B)
 
         # --- K-head attention pooling ------------------------------------------------------------
-        scored = z if cfg.attention_input == "encoder" else h_local.masked_fill(~real, 0.0)
+        # "local": the line's own pre-encoder features h (finite on padding, which the softmax masks out).
+        scored = z if cfg.attention_input == "encoder" else h                          # [B,W,d_h]
         hid = torch.tanh(self.attn_hidden(scored)).view(B, W, cfg.attention_heads, cfg.attention_dim)  # [B,W,K,d_a]
         att_logits = torch.einsum("bwkd,kd->bkw", hid, self.attn_out_weight)          # [B,K,W]
         att_logits = att_logits + self.attn_out_bias[None, :, None]
@@ -309,8 +310,7 @@ class LogMILP(nn.Module):
 
     def _history(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """c_i = max over the real lines i−R … i−1 of (U h_j + o_{i−j}); 0 where there is none. [B,W,d_h]."""
-        R = self.config.history_window
-        B, W, d_h = h.shape
+        R, W = self.config.history_window, h.shape[1]
         # A large finite fill, not −inf: max() then never sees an all −inf window, and no NaN can arise
         # in backward; windows without a real line are zeroed below anyway.
         u = self.history_key(h).masked_fill(~mask[..., None], -1e4)                  # [B,W,d_h]
