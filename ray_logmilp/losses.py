@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import PERTURBATION_MODES, LogMILP, LogMILPOutput, perturb_key_instance
+from .model import PERTURBATION_MODES, LogMILP, LogMILPOutput, attention_entropy, perturb_key_instance
 
 __all__ = [
     "LossConfig",
@@ -70,6 +70,15 @@ class LossConfig:
     by collapsing every line onto one point (constant score), the entropy term by one-hot attention on
     an arbitrary line, the consistency hinge by scoring every bag high only with its top line. Letting
     the classifier learn first avoids those traps. 0 disables the ramp."""
+    lambda_l: float = 0.05
+    """λ_l on L_loc (ours, not in the paper; 0 = off): for each positive bag, try removing each of its
+    ``localization_candidates`` most-attended lines, and pull the key head's attention towards the one
+    whose removal lowers P most (``localization_targets``). The consistency hinge only asks that the
+    top line matter; this asks that the top line be the one that matters most, which is what
+    localization needs. It uses bag labels and the model's own scores only. 0.2 was degenerate on the
+    benchmark corpus (AUC 0.79, Loc@3 0.06 after 800 steps); 0.05 is on the scale of the other terms."""
+    localization_candidates: int = 4
+    """How many of a positive bag's most-attended lines L_loc tries removing to find the one that matters."""
     detach_p_orig: bool = False
     """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
     For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
@@ -81,7 +90,9 @@ class LossConfig:
                              f"got {self.perturbation!r}")
         if self.regularizer_warmup_epochs < 0:
             raise ValueError(f"LossConfig.regularizer_warmup_epochs must be >= 0, got {self.regularizer_warmup_epochs}")
-        for name in ("focal_gamma", "lambda_p", "lambda_a", "lambda_c", "w_ent", "eps"):
+        if self.localization_candidates < 1:
+            raise ValueError(f"LossConfig.localization_candidates must be >= 1, got {self.localization_candidates}")
+        for name in ("focal_gamma", "lambda_p", "lambda_a", "lambda_c", "lambda_l", "w_ent", "eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
@@ -148,7 +159,42 @@ def loss_config_for_epoch(cfg: LossConfig, epoch: int) -> LossConfig:
         return cfg
     ramp = min(1.0, epoch / cfg.regularizer_warmup_epochs)
     return dataclasses.replace(cfg, lambda_p=cfg.lambda_p * ramp, lambda_a=cfg.lambda_a * ramp,
-                               lambda_c=cfg.lambda_c * ramp)
+                               lambda_c=cfg.lambda_c * ramp, lambda_l=cfg.lambda_l * ramp)
+
+
+@torch.no_grad()
+def localization_targets(model: LogMILP, x: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor,
+                         candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each bag, the line among its ``candidates`` most-attended (key head) whose removal lowers P most.
+
+    Each candidate is dropped through the mask, so it also leaves every other line's history summary;
+    the lines after an anomaly that merely *carry* it in their history then barely move P when removed,
+    while removing the anomaly itself does. x: [B,W,d], mask: [B,W], attention: [B,K,W] (no grad).
+    Returns (key_head [B], target [B]); bags with one real line get their only line.
+    """
+    B, W = mask.shape
+    rows = torch.arange(B, device=x.device)
+    key_head = attention_entropy(attention, mask).argmin(dim=1)                        # [B]
+    key_att = attention[rows, key_head].masked_fill(~mask, -1.0)                       # [B,W]
+    M = min(candidates, W)
+    cand = key_att.topk(M, dim=1).indices                                              # [B,M]
+    valid = mask.gather(1, cand) & (mask.sum(dim=1, keepdim=True) >= 2)                # [B,M]
+    x_rep = x.repeat_interleave(M, dim=0)                                              # [B·M,W,d]
+    mask_rep = mask.repeat_interleave(M, dim=0).clone()                                # [B·M,W]
+    flat = torch.arange(B * M, device=x.device)
+    mask_rep[flat, cand.reshape(-1)] = ~valid.reshape(-1)   # invalid candidates stay (and are not chosen)
+    p = model(x_rep, mask_rep).prob.view(B, M)                                         # [B,M]
+    p = p.masked_fill(~valid, float("inf"))
+    target = cand[rows, p.argmin(dim=1)]                                               # [B]
+    return key_head, target
+
+
+def localization_loss(attention: torch.Tensor, key_head: torch.Tensor, target: torch.Tensor,
+                      y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean over positive bags of −log A[key head, target]: attention towards the line that matters."""
+    rows = torch.arange(attention.shape[0], device=attention.device)
+    nll = -torch.log(attention[rows, key_head, target] + eps)                           # [B]
+    return _masked_mean(nll, y.bool())
 
 
 def compute_losses(
@@ -163,7 +209,9 @@ def compute_losses(
     DDP's reducer mark parameters ready twice), and the stacked pass is also cheaper than two. In train
     mode the probe and the stacked pass draw different dropout masks; the hinge tolerates that noise.
 
-    Returns (total loss with grad, {"loss","cls","proto","attn","con": float}, output on the original bags).
+    With λ_l > 0, L_loc adds one more no-grad pass over the positive bags' candidate removals
+    (``localization_targets``); its gradient flows through the stacked pass's attention.
+    Returns (total loss with grad, {"loss","cls","proto","attn","con","loc": float}, output on the original bags).
     L_proto is 0 when the model has no prototypes (F_p would be constant zeros).
     """
     B = x.shape[0]
@@ -191,8 +239,17 @@ def compute_losses(
     else:
         l_con = zero
 
-    total = l_cls + cfg.lambda_p * l_proto + cfg.lambda_a * l_attn + cfg.lambda_c * l_con
+    if cfg.lambda_l > 0 and bool((y == 1).any()):
+        pos = torch.nonzero(y == 1).flatten()
+        att = (probe.attention if cfg.use_consistency else out.attention.detach())[pos]
+        key_head, target = localization_targets(model, x[pos], mask[pos], att, cfg.localization_candidates)
+        l_loc = localization_loss(out.attention[pos], key_head, target, y[pos], cfg.eps)
+    else:
+        l_loc = zero
+
+    total = (l_cls + cfg.lambda_p * l_proto + cfg.lambda_a * l_attn + cfg.lambda_c * l_con
+             + cfg.lambda_l * l_loc)
     # One device sync for all the logged numbers instead of one per term.
-    values = torch.stack([total, l_cls, l_proto, l_attn, l_con]).detach().cpu().tolist()
-    terms = dict(zip(("loss", "cls", "proto", "attn", "con"), values))
+    values = torch.stack([total, l_cls, l_proto, l_attn, l_con, l_loc]).detach().cpu().tolist()
+    terms = dict(zip(("loss", "cls", "proto", "attn", "con", "loc"), values))
     return total, terms, out

@@ -1,6 +1,7 @@
 """LogMILP loss terms, each pinned to numbers worked out by hand in the test."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -131,10 +132,11 @@ def _count_forwards(model):
 def test_compute_losses_total_is_weighted_sum_of_terms():
     model = _model()
     x, mask, y = _batch()
-    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7)
+    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.4)
     total, terms, out = compute_losses(model, x, mask, y, cfg)
-    assert set(terms) == {"loss", "cls", "proto", "attn", "con"}
-    expected = terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"]
+    assert set(terms) == {"loss", "cls", "proto", "attn", "con", "loc"}
+    expected = (terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"]
+                + 0.4 * terms["loc"])
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert terms["loss"] == pytest.approx(total.item(), rel=1e-6)
     assert out.prob.shape == (4,)
@@ -149,8 +151,8 @@ def test_compute_losses_second_pass_sees_original_and_perturbed_bags_stacked():
     calls = _count_forwards(model)
     x, mask, y = _batch()
     B = x.shape[0]
-    _, _, out = compute_losses(model, x, mask, y, LossConfig(perturbation="zero"))
-    # A no-grad probe on the bags, then one differentiable pass on [original; perturbed] (DDP-safe).
+    _, _, out = compute_losses(model, x, mask, y, LossConfig(perturbation="zero", lambda_l=0.0))
+    # With L_loc off: a no-grad probe on the bags, then one differentiable pass on [original; perturbed] (DDP-safe).
     assert len(calls) == 2
     (x1, m1), (x2, m2) = calls
     assert torch.equal(x1, x) and torch.equal(m1, mask)
@@ -161,7 +163,7 @@ def test_compute_losses_second_pass_sees_original_and_perturbed_bags_stacked():
     assert out.prob.shape == (B,)
 
     calls.clear()
-    compute_losses(model, x, mask, y, LossConfig(perturbation="mask"))
+    compute_losses(model, x, mask, y, LossConfig(perturbation="mask", lambda_l=0.0))
     (_, _), (x2, m2) = calls
     # One instance leaves each bag with ≥ 2 instances; the single-instance bag (3) is zeroed instead.
     assert (mask.sum(1) - m2[B:].sum(1)).tolist() == [1, 1, 1, 0]
@@ -172,7 +174,7 @@ def test_compute_losses_without_consistency_runs_once():
     model = _model()
     calls = _count_forwards(model)
     x, mask, y = _batch()
-    total, terms, _ = compute_losses(model, x, mask, y, LossConfig(use_consistency=False))
+    total, terms, _ = compute_losses(model, x, mask, y, LossConfig(use_consistency=False, lambda_l=0.0))
     assert len(calls) == 1
     assert terms["con"] == 0.0
     total.backward()
@@ -207,8 +209,72 @@ def test_regularizers_ramp_in_over_the_warmup_epochs():
 
     cfg = LossConfig(lambda_a=0.02, lambda_c=1.0, lambda_p=0.1, regularizer_warmup_epochs=4)
     assert (loss_config_for_epoch(cfg, 0).lambda_a, loss_config_for_epoch(cfg, 0).lambda_c) == (0.0, 0.0)
+    assert loss_config_for_epoch(dataclasses.replace(cfg, lambda_l=0.4), 2).lambda_l == pytest.approx(0.2)
     half = loss_config_for_epoch(cfg, 2)
     assert half.lambda_a == pytest.approx(0.01) and half.lambda_c == pytest.approx(0.5)
     assert half.lambda_p == pytest.approx(0.05)
     assert loss_config_for_epoch(cfg, 9) == cfg
     assert loss_config_for_epoch(LossConfig(regularizer_warmup_epochs=0), 0) == LossConfig(regularizer_warmup_epochs=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# localization (L_loc)
+
+
+def test_localization_targets_pick_the_candidate_whose_removal_lowers_p_most():
+    from ray_logmilp.losses import localization_targets
+    from ray_logmilp.model import attention_entropy
+
+    model = _model().eval()
+    x, mask, _ = _batch()
+    with torch.no_grad():
+        attention = model(x, mask).attention
+    key_head, target = localization_targets(model, x, mask, attention, candidates=3)
+    assert torch.equal(key_head, attention_entropy(attention, mask).argmin(dim=1))
+    for b in range(x.shape[0]):
+        n = int(mask[b].sum())
+        if n == 1:  # nothing can be removed from a one-line bag: its line is the target
+            assert int(target[b]) == 0
+            continue
+        candidates = attention[b, key_head[b], :n].topk(min(3, n)).indices.tolist()
+        assert int(target[b]) in candidates                       # never padding, never a 4th line
+        p_without = {}
+        for c in candidates:                                      # brute force: drop each one alone
+            m = mask[b:b + 1].clone()
+            m[0, c] = False
+            with torch.no_grad():
+                p_without[c] = model(x[b:b + 1], m).prob.item()
+        assert p_without[int(target[b])] == pytest.approx(min(p_without.values()), abs=1e-5)
+
+
+def test_localization_loss_hand_values():
+    from ray_logmilp.losses import localization_loss
+
+    attention = torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]],
+                              [[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]])      # [B=2,K=2,W=3]
+    key_head, target = torch.tensor([1, 0]), torch.tensor([0, 1])
+    # Only the positive bag counts: −log A[0, head 1, line 0] = −log 0.6.
+    loss = localization_loss(attention, key_head, target, torch.tensor([1, 0]))
+    assert loss.item() == pytest.approx(-math.log(0.6), rel=1e-6)
+    assert localization_loss(attention, key_head, target, torch.tensor([0, 0])).item() == 0.0
+
+
+def test_compute_losses_with_localization_term():
+    model = _model()
+    calls = _count_forwards(model)
+    x, mask, y = _batch()
+    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.5, localization_candidates=2)
+    total, terms, _ = compute_losses(model, x, mask, y, cfg)
+    # probe, the stacked differentiable pass, then the candidates of the 2 positive bags (2 each, no grad)
+    assert len(calls) == 3 and calls[2][0].shape[0] == 2 * 2
+    assert terms["loc"] > 0
+    expected = terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"] + 0.5 * terms["loc"]
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    total.backward()
+    assert model.attn_out_weight.grad is not None
+    # Off by default-weight 0: no extra pass, and the term reads 0.
+    calls.clear()
+    _, terms, _ = compute_losses(model, x, mask, y, dataclasses.replace(cfg, lambda_l=0.0))
+    assert len(calls) == 2 and terms["loc"] == 0.0
+    with pytest.raises(ValueError, match="localization_candidates"):
+        LossConfig(localization_candidates=0)

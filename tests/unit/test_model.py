@@ -269,7 +269,10 @@ def test_perturbation_never_picks_padding():
     {"use_prototypes": False, "use_candidate_bias": False, "positional_encoding": False},
     {"relative_window": 3}, {"relative_window": 3, "positional_encoding": False},
     {"history_window": 0}, {"history_window": 2}, {"attention_input": "encoder"},
-    {"attention_input": "local", "history_window": 0},
+    {"attention_input": "local", "history_window": 0}, {"attention_input": "line"},
+    {"pooled_values": "encoder"}, {"pooled_values": "local"},
+    {"pooled_values": "local", "use_prototypes": False},          # nothing reads the encoder: not built
+    {"pooled_values": "local", "use_prototypes": False, "relative_window": 2},
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -284,6 +287,40 @@ def test_ablation_switches_run_forward_and_backward(switch):
         assert out.s.shape == (3, 7, 0)
         assert (out.M_bag == 0).all() and (out.E_bag == 0).all() and (out.V_bag == 0).all()
         assert terms["proto"] == 0.0
+
+
+@pytest.mark.parametrize("pooled_values", ["encoder", "local"])
+@pytest.mark.parametrize("attention_input", ["encoder", "local", "line"])
+def test_padding_invariance_for_every_pooling_choice(pooled_values, attention_input):
+    model = tiny_model(pooled_values=pooled_values, attention_input=attention_input).eval()
+    x, mask = ragged_batch(lengths=(4,), w=4)
+    x_pad = torch.cat([x, torch.full((1, 3, D), float("nan"))], dim=1)
+    mask_pad = torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], dim=1)
+    a, b = model(x, mask), model(x_pad, mask_pad)
+    assert torch.allclose(a.prob, b.prob, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(a.attention, b.attention[:, :, :4], rtol=1e-5, atol=1e-6)
+
+
+def test_encoder_is_built_only_when_something_reads_it():
+    assert hasattr(tiny_model(pooled_values="local"), "encoder")                   # the prototypes read it
+    lean = tiny_model(pooled_values="local", use_prototypes=False, attention_input="line")
+    assert not hasattr(lean, "encoder")
+    assert not hasattr(tiny_model(pooled_values="local", use_prototypes=False, relative_window=2), "relative_bias")
+
+
+def test_line_attention_ignores_the_history():
+    # "line" scores each line alone: changing only an earlier line changes no other line's attention logit,
+    # so the attention ratios among the untouched lines stay the same.
+    model = tiny_model(attention_input="line", use_candidate_bias=False, history_window=3).eval()
+    x, mask = ragged_batch(lengths=(6,), w=6)
+    x2 = x.clone()
+    x2[0, 0] += 1.0
+    a, b = model(x, mask).attention, model(x2, mask).attention
+    ratio = lambda att: att[0, :, 2:] / att[0, :, 1:2]                    # noqa: E731
+    assert torch.allclose(ratio(a), ratio(b), rtol=1e-5)
+    local = tiny_model(attention_input="local", use_candidate_bias=False, history_window=3).eval()
+    a, b = local(x, mask).attention, local(x2, mask).attention
+    assert not torch.allclose(ratio(a), ratio(b), rtol=1e-5)
 
 
 def test_candidate_bias_changes_attention():
