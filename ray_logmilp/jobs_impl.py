@@ -93,8 +93,8 @@ ABLATIONS: dict[str, list[str]] = {
     "w/o candidate bias": ["model.use_candidate_bias=false"],
     "mask perturbation": ["loss.perturbation=mask"],
     "w/o history window": ["model.history_window=0"],
-    "w/o localization loss": ["loss.lambda_l=0"],
-    "paper's pooling (score and average Z)": ["model.attention_input=encoder", "model.pooled_values=encoder"],
+    "paper's attention (heads score Z)": ["model.attention_input=encoder"],
+    "L_loc + local pooling (opt-in)": ["model.pooled_values=local", "loss.lambda_l=0.05"],
 }
 
 
