@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import PERTURBATION_MODES, LogMILP, LogMILPOutput, attention_entropy, perturb_key_instance
+from .model import PERTURBATION_MODES, LogMILP, LogMILPOutput, key_head_attention, perturb_key_instance
 
 __all__ = [
     "LossConfig",
@@ -72,8 +72,8 @@ class LossConfig:
     the classifier learn first avoids those traps. 0 disables the ramp."""
     lambda_l: float = 0.0
     """λ_l on L_loc (ours, not in the paper; 0 = off, the default for now; 0.05 with
-    ModelConfig.pooled_values = "local" is the measured opt-in, see docs/training.md): for each positive bag, try removing each of its
-    ``localization_candidates`` most-attended lines, and pull the key head's attention towards the one
+    ModelConfig.pooled_values = "local" is the measured opt-in, see docs/training.md): for each positive
+    bag, try removing each of its ``localization_candidates`` most-attended lines, and pull the key head's attention towards the one
     whose removal lowers P most (``localization_targets``). The consistency hinge only asks that the
     top line matter; this asks that the top line be the one that matters most, which is what
     localization needs. It uses bag labels and the model's own scores only. 0.2 was degenerate on the
@@ -175,8 +175,7 @@ def localization_targets(model: LogMILP, x: torch.Tensor, mask: torch.Tensor, at
     """
     B, W = mask.shape
     rows = torch.arange(B, device=x.device)
-    key_head = attention_entropy(attention, mask).argmin(dim=1)                        # [B]
-    key_att = attention[rows, key_head].masked_fill(~mask, -1.0)                       # [B,W]
+    key_head, key_att = key_head_attention(attention, mask)                            # [B], [B,W]
     M = min(candidates, W)
     cand = key_att.topk(M, dim=1).indices                                              # [B,M]
     valid = mask.gather(1, cand) & (mask.sum(dim=1, keepdim=True) >= 2)                # [B,M]

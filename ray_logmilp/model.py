@@ -30,6 +30,7 @@ __all__ = [
     "LogMILPOutput",
     "LogMILP",
     "attention_entropy",
+    "key_head_attention",
     "perturb_key_instance",
 ]
 
@@ -373,6 +374,15 @@ class LogMILP(nn.Module):
 
 
 @torch.no_grad()
+def key_head_attention(attention: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key head k* = argmin_k attention entropy per bag, and its attention [B,W] with padding at −1
+    (so padding never wins an argmax or a top-k). Ties break towards the lowest head index."""
+    rows = torch.arange(attention.shape[0], device=attention.device)
+    key_head = attention_entropy(attention, mask).argmin(dim=1)                        # [B]
+    return key_head, attention[rows, key_head].masked_fill(~mask, -1.0)                # [B], [B,W]
+
+
+@torch.no_grad()
 def attention_entropy(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Entropy of each head's attention over a bag's real instances, normalised by log(W_real).
 
@@ -404,8 +414,7 @@ def perturb_key_instance(
         raise ValueError(f"perturbation mode must be one of {PERTURBATION_MODES}, got {mode!r}")
     B = x.shape[0]
     rows = torch.arange(B, device=x.device)
-    key_head = attention_entropy(attention, mask).argmin(dim=1)                        # [B]
-    key_att = attention[rows, key_head].masked_fill(~mask, -1.0)                       # [B,W], padding never wins
+    key_head, key_att = key_head_attention(attention, mask)                            # [B], [B,W]
     key_index = key_att.argmax(dim=1)                                                  # [B]
 
     x_pert, mask_pert = x.clone(), mask.clone()
