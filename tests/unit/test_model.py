@@ -392,6 +392,31 @@ def test_history_summary_sees_exactly_the_R_real_lines_before():
         assert torch.equal(a, b) and (a[0, 1] == 0).all()
 
 
+def test_history_summary_matches_its_definition():
+    """c_i[d] = max over real j in i-R..i-1 of (U h_j)[d] + o_{i-j}[d], written out line by line."""
+    R = 3
+    model = tiny_model(history_window=R).eval()
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        model.history_offset.copy_(torch.randn(model.history_offset.shape, generator=g))
+        h = torch.randn(2, 7, 32, generator=g)
+        mask = torch.ones(2, 7, dtype=torch.bool)
+        mask[0, 2] = False
+        mask[1, 5:] = False                                             # padding
+        got = model._history(h, mask)                                   # [2,7,32]
+        u = model.history_key(h)
+        for b in range(2):
+            for i in range(7):
+                seen = [i - k for k in range(1, R + 1) if i - k >= 0 and mask[b, i - k]]
+                if not mask[b, i] or not seen:
+                    assert (got[b, i] == 0).all()
+                    continue
+                # offset column R-k is line i-k (oldest first)
+                want = torch.stack([u[b, i - k] + model.history_offset[:, R - k] for k in range(1, R + 1)
+                                    if i - k in seen]).amax(0)
+                assert torch.allclose(got[b, i], want, atol=1e-6), (b, i)
+
+
 def test_history_lets_the_model_see_order_without_positions():
     x, mask = ragged_batch(lengths=(6,), w=6)
     model = tiny_model(positional_encoding=False, history_window=3).eval()
