@@ -145,7 +145,7 @@ def score_bags(model: LogMILP, bags: BagSet, embeddings: torch.Tensor, batch_siz
 
 
 def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, delta_sr: float,
-                       select_sr_weight: float = 0.0) -> dict[str, float]:
+                       select_sr_weight: float) -> dict[str, float]:
     """Bag-label-only metrics: threshold by max F1, F1 there, AUC, SR on positive bags, and the model
     selection score ``val_select = val_f1 + select_sr_weight · val_sr`` (an undefined SR counts 0)."""
     out: dict[str, float] = {}
