@@ -119,8 +119,9 @@ class ObjectiveConfig:
 
     metric: str = "val_f1"
     """A validation metric of ``fit``: val_f1 (default), val_auc, val_sr, val_precision, val_recall."""
-    sr_weight: float = 0.1
-    """Weight of the success rate (eq. 6, needs bag labels only) as a secondary term; 0 drops it."""
+    sr_weight: float = 0.5
+    """Weight of the success rate (eq. 6, needs bag labels only) as a secondary term; 0 drops it. The
+    default equals ``train.select_sr_weight``, so a trial's best epoch is the epoch its bundle would keep."""
     scope: Literal["best_epoch", "last_epoch"] = "best_epoch"
     """How a trial is scored when picking the best: its best epoch (what ``jobs/train.py`` keeps in the
     bundle) or its last one."""
