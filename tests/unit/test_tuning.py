@@ -76,10 +76,10 @@ def test_invalid_search_space_names_the_bad_key(tmp_path, base_cfg, doc, needle)
 
 def test_search_overrides_and_default_point(base_cfg):
     spec = load_search_space(REPO / "configs" / "search" / "default.yaml",
-                             ["search.num_samples=5", "space.loss.lambda_a.low=0.02"])
+                             ["search.num_samples=5", "space.loss.lambda_a.low=0.005"])
     assert spec.search.num_samples == 5
     point = default_point(spec, base_cfg)
-    # The base lambda_a (0.01) lies below the narrowed range: trial 1 samples it instead.
+    # The base lambda_a (0.001) lies below the narrowed range: trial 1 samples it instead.
     assert "loss.lambda_a" not in point
     assert point["loss.lambda_p"] == base_cfg.loss.lambda_p
     assert point["model.num_prototypes"] == base_cfg.model.num_prototypes
