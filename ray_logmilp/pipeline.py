@@ -285,7 +285,7 @@ def _window_batch(events: pa.Table) -> dict[str, np.ndarray]:
     return {
         "timestamp": events.column("timestamp").to_numpy(),
         "template_id": events.column("template_id").to_numpy(),
-        "file": events.column("file").to_numpy(zero_copy_only=False),
+        "file": events.column("file"),          # the windower keeps files as codes, never as Python strings
         "line_no": events.column("line_no").to_numpy(),
         "label": events.column("label").to_numpy(),
         "session": events.column("session").to_numpy(zero_copy_only=False),

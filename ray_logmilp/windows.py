@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .config import LabelConfig, SplitConfig, WindowConfig
 
@@ -39,7 +40,7 @@ BAG_SCHEMA = pa.schema([
     ("end", pa.float64()),           # epoch seconds of the window end (time) or last line
     ("num_instances", pa.int32()),
     ("template_ids", pa.list_(pa.int32())),
-    ("line_files", pa.list_(pa.string())),
+    ("line_files", pa.list_(pa.dictionary(pa.int32(), pa.string()))),   # few files, millions of lines
     ("line_nos", pa.list_(pa.int64())),
     ("instance_labels", pa.list_(pa.int8())),   # -1 where unknown; evaluation only
     ("line_label", pa.int8()),       # max of instance labels (-1 if unknown)
@@ -73,12 +74,41 @@ class _Buffer:
         self.cols = {k: v[index] for k, v in self.cols.items()}
 
 
+class _FileCodes:
+    """File names as int32 codes. A corpus has a handful of files and millions of lines: the buffers carry
+    codes and ``line_files`` is dictionary-encoded, so bagging builds no Python string per line."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._code: dict[str, int] = {}
+
+    def _codes_of(self, names) -> np.ndarray:
+        return np.array([self._code.setdefault(str(n), len(self._code)) for n in names], np.int32)
+
+    def encode(self, files) -> np.ndarray:
+        """Codes of a batch's ``file`` column (a pyarrow array, or any sequence of names)."""
+        if isinstance(files, pa.ChunkedArray):
+            files = files.combine_chunks()
+        if isinstance(files, pa.Array):
+            enc = files if pa.types.is_dictionary(files.type) else pc.dictionary_encode(files)
+            codes = self._codes_of(enc.dictionary.to_pylist())[enc.indices.to_numpy(zero_copy_only=False)]
+        else:
+            uniq, inverse = np.unique(np.asarray(files, dtype=object).astype(str), return_inverse=True)
+            codes = self._codes_of(uniq)[inverse.reshape(-1)]
+        self.names = list(self._code)
+        return codes
+
+    def values(self, codes: np.ndarray) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(self.names, pa.string()))
+
+
 def _bags_table(window_ids: np.ndarray, members: np.ndarray, cols: dict[str, np.ndarray],
                 max_instances: int, starts: np.ndarray | None, ends: np.ndarray | None,
-                sessions: list[str | None] | None = None) -> pa.Table:
+                files: _FileCodes, sessions: list[str | None] | None = None) -> pa.Table:
     """Build bag rows from (window id, member line index) pairs sorted by window then line.
 
-    ``starts``/``ends`` give each distinct window's time span (or None: first/last line time).
+    ``starts``/``ends`` give each distinct window's time span (or None: first/last line time);
+    ``cols["file"]`` holds codes of ``files``.
     """
     if len(members) == 0:
         return BAG_SCHEMA.empty_table()
@@ -114,7 +144,7 @@ def _bags_table(window_ids: np.ndarray, members: np.ndarray, cols: dict[str, np.
         "end": pa.array(end_col.astype(np.float64)),
         "num_instances": pa.array(part_len.astype(np.int32)),
         "template_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols["template_id"][members].astype(np.int32))),
-        "line_files": pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols["file"][members].astype(object), pa.string())),
+        "line_files": pa.ListArray.from_arrays(pa.array(offsets), files.values(cols["file"][members])),
         "line_nos": pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols["line_no"][members].astype(np.int64))),
         "instance_labels": pa.ListArray.from_arrays(pa.array(offsets), pa.array(labels)),
         "line_label": pa.array(line_label.astype(np.int8)),
@@ -140,6 +170,7 @@ class SlidingWindower:
         self._next_window = 0            # windows below this index were emitted already
         self._lines_seen = 0             # running line index for kind=count
         self._last_ts = -math.inf
+        self._files = _FileCodes()
 
     def _axis(self, cols: dict[str, np.ndarray]) -> np.ndarray:
         return cols["timestamp"] if self.cfg.kind == "time" else cols["_pos"]
@@ -150,6 +181,7 @@ class SlidingWindower:
         if n == 0:
             return BAG_SCHEMA.empty_table()
         batch = dict(batch)
+        batch["file"] = self._files.encode(batch["file"])
         ts = np.asarray(batch["timestamp"], dtype=np.float64)
         if ts[0] < self._last_ts or np.any(np.diff(ts) < 0):
             raise WindowError("lines must arrive in non-decreasing timestamp order for time/count windows")
@@ -198,7 +230,7 @@ class SlidingWindower:
             uniq = win[np.concatenate([[True], np.diff(win) != 0])]
             starts = self._origin + uniq * self.stride
             ends = starts + self.size
-        table = _bags_table(win, line_idx, cols, self.cfg.max_instances, starts, ends)
+        table = _bags_table(win, line_idx, cols, self.cfg.max_instances, starts, ends, self._files)
         self._next_window = last_window + 1
         # Drop lines that belong to no future window.
         self._buf.keep(hi > last_window)
@@ -216,8 +248,11 @@ class SessionWindower:
         self.cfg = cfg
         self._buf = _Buffer.empty()
         self.lines_without_session = 0
+        self._files = _FileCodes()
 
     def push(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        batch = dict(batch)
+        batch["file"] = self._files.encode(batch["file"])
         sessions = np.asarray(batch["session"], dtype=object)
         has = np.array([s is not None and s == s and s != "" for s in sessions], dtype=bool)
         self.lines_without_session += int((~has).sum())
@@ -236,7 +271,7 @@ class SessionWindower:
         win = rank[inverse]
         order = np.lexsort((np.arange(len(win)), win))
         names = list(uniq[np.argsort(rank)])
-        table = _bags_table(win[order], order, cols, self.cfg.max_instances, None, None)
+        table = _bags_table(win[order], order, cols, self.cfg.max_instances, None, None, self._files)
         # _bags_table gives runs in window order; attach the session key of each part.
         return table.set_column(table.schema.get_field_index("session"), "session",
                                 pa.array([names[w] for w in table.column("window").to_numpy()], pa.string()))
