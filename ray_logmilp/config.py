@@ -284,10 +284,6 @@ class DataConfig:
     """Lines per Arrow batch inside a read task."""
     parse_concurrency: int | None = None
     """Parallel parse tasks; ``None`` lets Ray Data decide from the cluster's CPUs."""
-    driver_head_bytes: int = 64 * 1024 * 1024
-    """The driver parses the leading read tasks, up to about this many bytes, itself while Ray Data starts
-    its parse workers (worker start-up takes seconds, and the driver would only wait); at least one task
-    always goes to Ray Data. 0 = every line is parsed by Ray Data."""
     window: WindowConfig = field(default_factory=WindowConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -296,7 +292,6 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.read_block_bytes >= 1024, "read_block_bytes", "must be >= 1024")
         _require(self.chunk_lines >= 1, "chunk_lines", "must be >= 1")
-        _require(self.driver_head_bytes >= 0, "driver_head_bytes", "must be >= 0")
         if self.parse_concurrency is not None:
             _require(self.parse_concurrency >= 1, "parse_concurrency", "must be >= 1")
 

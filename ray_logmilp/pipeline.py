@@ -5,8 +5,7 @@ Design (see docs/ingest.md for the why):
 1. **Read + format + mask, in parallel** (Ray Data ``map_batches`` over read tasks). Big uncompressed
    files are split into newline-aligned byte ranges, so one large file still uses every core. Header
    parsing and masking run on whole Arrow batches (pyarrow RE2 kernels), not line by line. Every line
-   comes out either parsed or quarantined with a reason. While Ray Data starts its workers, the driver
-   parses the leading tasks itself (``data.driver_head_bytes``) instead of waiting.
+   comes out either parsed or quarantined with a reason.
 2. **Template discovery, sequential and cheap** (driver). Batches arrive in corpus order; the driver
    feeds only the *distinct* masked messages it has not seen before to one drain3 instance, in order of
    first appearance, so the template of every line is the one a plain sequential drain3 pass would
@@ -22,11 +21,8 @@ Outputs in ``output_dir``: ``events.parquet``, ``quarantine.parquet``, ``templat
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import queue
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -133,86 +129,13 @@ class ParseTask:
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for row in batch.to_pylist():
-            yield from self.parse(row["index"], ReadTask.from_dict(json.loads(row["task"])))
-
-    def parse(self, index: int, task: ReadTask) -> Iterator[pa.Table]:
-        """Stage tables (``_STAGE_SCHEMA``) of one read task, ``chunk_lines`` lines at a time."""
-        for chunk in read_task_chunks(task, chunk_lines=self.chunk_lines, max_line_bytes=self.fmt.max_line_bytes):
-            events, quarantine = parse_chunk(self.fmt, chunk.lines, chunk.file, chunk.first_line_no)
-            reader_q = chunk.quarantine_table()
-            if reader_q.num_rows:
-                quarantine = pa.concat_tables([reader_q, quarantine])
-            yield _stage_table(index, events, quarantine, self.parser_cfg)
-
-
-def split_head(tasks: list[ReadTask], files: list, head_bytes: int) -> tuple[list[ReadTask], list[ReadTask]]:
-    """Leading tasks of about ``head_bytes`` in all for the driver, the rest (never none) for Ray Data."""
-    sizes = {f.name: f.size for f in files}
-    used, n_head = 0, 0
-    for task in tasks[:-1]:
-        size = (task.end if task.end is not None else sizes.get(task.name, head_bytes + 1)) - task.start
-        if used + size > head_bytes:
-            break
-        used += size
-        n_head += 1
-    return tasks[:n_head], tasks[n_head:]
-
-
-class _Failed:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _BackgroundBatches:
-    """Pulls a Ray Data batch iterator from a thread into a small queue.
-
-    Started before the driver parses the head of the input, so Ray Data launches its workers and parses
-    the rest meanwhile; errors surface in the consuming thread. ``close`` stops the thread (and with it
-    the Ray Data execution) when the consumer leaves early, e.g. in strict mode."""
-
-    _END = object()
-
-    def __init__(self, batches, depth: int = 2):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(batches,), name="prepare-batches", daemon=True)
-        self._thread.start()
-
-    def _run(self, batches) -> None:
-        it = iter(batches)
-        try:
-            for item in it:
-                if not self._put(item):
-                    return
-            self._put(self._END)
-        except BaseException as exc:   # handed to the consumer, which raises it
-            self._put(_Failed(exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[pa.Table]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
+            task = ReadTask.from_dict(json.loads(row["task"]))
+            for chunk in read_task_chunks(task, chunk_lines=self.chunk_lines, max_line_bytes=self.fmt.max_line_bytes):
+                events, quarantine = parse_chunk(self.fmt, chunk.lines, chunk.file, chunk.first_line_no)
+                reader_q = chunk.quarantine_table()
+                if reader_q.num_rows:
+                    quarantine = pa.concat_tables([reader_q, quarantine])
+                yield _stage_table(row["index"], events, quarantine, self.parser_cfg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,8 +302,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
         object_store_memory=PARSE_BUFFER_BYTES)
     ctx.enable_progress_bars = progress
 
-    head, rest = split_head(tasks, files, cfg.driver_head_bytes)
-    items = [{"index": i, "task": json.dumps(t.to_dict())} for i, t in enumerate(rest, start=len(head))]
+    items = [{"index": i, "task": json.dumps(t.to_dict())} for i, t in enumerate(tasks)]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ParseTask, fn_constructor_args=(fmt, parser_cfg, cfg.chunk_lines), batch_size=1,
         batch_format="pyarrow", compute=_parse_pool(cfg, len(items)),
@@ -402,14 +324,8 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     sorted_so_far, last_ts = True, -np.inf
     last_report = time.perf_counter()
 
-    # Ray Data starts on the rest (in a background thread) while the driver parses the head itself.
-    background = _BackgroundBatches(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
-    local = ParseTask(fmt, parser_cfg, cfg.chunk_lines)
-    head_tables = (table for i, task in enumerate(head) for table in local.parse(i, task))
-    if head:
-        log.info("prepare: the driver parses the first %d read task(s) while Ray Data starts", len(head))
     try:
-        for table in itertools.chain(head_tables, background):
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
             counts.add(table)
             bad_mask = pc.is_valid(table.column("reason"))
             if counts.read != counts.parsed:   # some line of this batch (or an earlier one) is quarantined
@@ -440,7 +356,6 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
                 log.info("prepare: %d lines read, %d quarantined, %d templates, %d bags so far",
                          counts.read, counts.read - counts.parsed, assigner.parser.num_templates, sink.count)
     finally:
-        background.close()
         events_writer.close()
         quarantine_writer.close()
 

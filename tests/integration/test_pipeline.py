@@ -82,46 +82,16 @@ def test_nothing_is_lost_on_planted_bad_input(ray_local, bad_corpus, tmp_path):
     assert got == planted
 
 
-@pytest.mark.parametrize("head_bytes", [0, 10**9])   # the bad line reaches Ray Data's stream / the driver's head
-def test_strict_mode_names_file_line_and_reason(ray_local, bad_corpus, tmp_path, head_bytes):
+def test_strict_mode_names_file_line_and_reason(ray_local, bad_corpus, tmp_path):
     root, _ = bad_corpus
     with pytest.raises(PrepareError, match=r"corpus\.log:\d+: \w+"):
-        prepare(cfg_for([root / "a" / "corpus.log"], tmp_path / "out", "data.strict=true",
-                        "data.read_block_bytes=200000", f"data.driver_head_bytes={head_bytes}"), progress=False)
-
-
-def test_driver_head_start_gives_the_outputs_of_ray_data_alone(ray_local, synthetic_corpus, tmp_path):
-    """The driver parsing the first read tasks while Ray Data starts must not change a single output."""
-    outs = {}
-    for head in (0, 1_000_000):
-        out = tmp_path / f"head_{head}"
-        manifest = prepare(cfg_for([synthetic_corpus / "corpus.log"], out, "data.read_block_bytes=300000",
-                                   f"data.driver_head_bytes={head}"), progress=False)
-        outs[head] = (manifest, out)
-    (m0, out0), (m1, out1) = outs[0], outs[1_000_000]
-    assert m1["lines"] == m0["lines"] and m1["bags"] == m0["bags"] and m1["templates"] == m0["templates"]
-    for name in ("events.parquet", "templates.parquet", "bags.parquet", "quarantine.parquet"):
-        assert pq.read_table(out1 / name).equals(pq.read_table(out0 / name)), name
-    assert (out1 / "parser.json").read_text() == (out0 / "parser.json").read_text()
-
-
-def test_split_head_leaves_ray_data_at_least_one_task(tmp_path):
-    from ray_logmilp.pipeline import split_head
-    from ray_logmilp.sources import InputFile, ReadTask
-
-    files = [InputFile(name="a", path="a", size=1000)]
-    tasks = [ReadTask(name="a", path="a", start=s, end=s + 250) for s in range(0, 1000, 250)]
-    assert split_head(tasks, files, 0) == ([], tasks)
-    assert split_head(tasks, files, 600) == (tasks[:2], tasks[2:])
-    assert split_head(tasks, files, 10**9) == (tasks[:3], tasks[3:])
-    whole = [ReadTask(name="a", path="a")]
-    assert split_head(whole, files, 10**9) == ([], whole)
+        prepare(cfg_for([root / "a" / "corpus.log"], tmp_path / "out", "data.strict=true"), progress=False)
 
 
 def test_parallel_grouping_equals_sequential_drain(ray_local, synthetic_corpus, tmp_path):
     # Several read tasks (small blocks) so the driver really merges parallel output.
-    manifest = prepare(cfg_for([synthetic_corpus / "corpus.log"], tmp_path / "out", "data.read_block_bytes=300000",
-                               "data.driver_head_bytes=0"), progress=False)
+    manifest = prepare(cfg_for([synthetic_corpus / "corpus.log"], tmp_path / "out", "data.read_block_bytes=300000"),
+                       progress=False)
     assert manifest["lines"]["quarantined"] == 0
     events = pq.read_table(tmp_path / "out" / "events.parquet", columns=["line_no", "template_id", "content"])
     order = np.argsort(events.column("line_no").to_numpy())
