@@ -8,7 +8,7 @@ A search-space file (``configs/search/*.yaml``) has five sections, all optional 
 
     objective: {metric: val_f1, sr_weight: 0.1}      # maximised: metric + sr_weight * val_sr
     search:    {num_samples: 32, seed: 0}            # Optuna TPE, seeded; the base config is trial 1
-    scheduler: {kind: asha, grace_period: 1, reduction_factor: 3}
+    scheduler: {kind: asha, grace_period: 3, reduction_factor: 3}
     resources: {cpu: 1, gpu: null}                   # per trial; null gpu: 0.25 when the cluster has GPUs
     space:                                           # dotted project-config keys
       loss.lambda_p: {type: loguniform, low: 0.01, high: 1.0}
@@ -165,8 +165,8 @@ class SchedulerConfig:
     """Early stopping on the per-epoch objective (ASHA; ``max_t`` is ``train.epochs``)."""
 
     kind: Literal["asha", "none"] = "asha"
-    grace_period: int = 1
-    """Epochs every trial runs before ASHA may stop it."""
+    grace_period: int = 3
+    """Epochs every trial runs before ASHA may stop it (LogMILP is still at chance after one epoch)."""
     reduction_factor: float = 3
     """ASHA keeps the top 1/reduction_factor of trials at each rung."""
 
@@ -1055,6 +1055,8 @@ def sweep_main(args) -> int:
         search_overrides.append(f"search.num_samples={args.num_samples}")
     elif args.smoke_test and not any(o.startswith("search.num_samples=") for o in search_overrides):
         search_overrides.append("search.num_samples=3")
+    if args.smoke_test and not any(o.startswith("scheduler.grace_period=") for o in search_overrides):
+        search_overrides.append("scheduler.grace_period=1")    # smoke trials run 2 epochs
     if args.seed is not None:
         search_overrides.append(f"search.seed={args.seed}")
     if args.max_concurrent is not None:
