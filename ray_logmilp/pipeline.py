@@ -43,8 +43,12 @@ from .windows import BAG_SCHEMA, BagLabeler, assign_splits, make_windower
 
 log = logging.getLogger(__name__)
 
+# A chunk's lines all come from one file: ``file`` travels and is stored dictionary-encoded, not as the
+# path repeated on every line (tens of bytes per line through the object store and the writer).
+_FILE_TYPE = pa.dictionary(pa.int32(), pa.string())
+
 EVENTS_SCHEMA = pa.schema([
-    ("file", pa.string()),
+    ("file", _FILE_TYPE),
     ("line_no", pa.int64()),
     ("timestamp", pa.float64()),
     ("label", pa.int8()),
@@ -62,7 +66,7 @@ QUARANTINE_SCHEMA = pa.schema([
 # so a single Ray Data stream carries both and nothing can fall between two outputs.
 _STAGE_SCHEMA = pa.schema([
     ("task", pa.int32()),
-    ("file", pa.string()),
+    ("file", _FILE_TYPE),
     ("line_no", pa.int64()),
     ("timestamp", pa.float64()),
     ("label", pa.int8()),
@@ -85,12 +89,19 @@ class PrepareError(RuntimeError):
 # Stage 1: runs inside Ray Data workers.
 # --------------------------------------------------------------------------------------------------
 
+def _one_file_column(files: pa.ChunkedArray) -> pa.DictionaryArray:
+    """The ``file`` column of one chunk's events (a single name) as a dictionary array, built without
+    hashing every row."""
+    names = [files[0].as_py()] if len(files) else []
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(files), np.int32)), pa.array(names, pa.string()))
+
+
 def _stage_table(task_index: int, events: pa.Table, quarantine: pa.Table, parser_cfg: ParserConfig) -> pa.Table:
     n_e, n_q = events.num_rows, quarantine.num_rows
     masked = mask_array(parser_cfg, events.column("content").combine_chunks()) if n_e else pa.array([], pa.string())
     parsed = pa.table({
         "task": pa.array(np.full(n_e, task_index, np.int32)),
-        "file": events.column("file"),
+        "file": _one_file_column(events.column("file")),
         "line_no": events.column("line_no"),
         "timestamp": events.column("timestamp"),
         "label": events.column("label"),
@@ -104,7 +115,7 @@ def _stage_table(task_index: int, events: pa.Table, quarantine: pa.Table, parser
         return parsed
     bad = pa.table({
         "task": pa.array(np.full(n_q, task_index, np.int32)),
-        "file": quarantine.column("file"),
+        "file": quarantine.column("file").cast(_FILE_TYPE),
         "line_no": quarantine.column("line_no"),
         "timestamp": pa.nulls(n_q, pa.float64()),
         "label": pa.nulls(n_q, pa.int8()),
@@ -202,6 +213,11 @@ def _events_from_stage(table: pa.Table, template_ids: np.ndarray) -> pa.Table:
         "session": table.column("session"), "template_id": pa.array(template_ids, pa.int32()),
         "content": table.column("content"),
     }, schema=EVENTS_SCHEMA)
+
+
+def _plain_file_names(events: pa.Table) -> pa.Table:
+    i = events.schema.get_field_index("file")
+    return events.set_column(i, "file", events.column(i).cast(pa.string()))
 
 
 def _window_batch(events: pa.Table) -> dict[str, np.ndarray]:
@@ -373,7 +389,10 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     else:
         # Out-of-order input: sort the written events by time with Ray Data, then bag in one stream.
         windower = make_windower(cfg.window)
-        sorted_ds = ray.data.read_parquet(events_path, filesystem=fs).sort(["timestamp", "file", "line_no"])
+        # Arrow cannot sort on a dictionary column: file names go back to plain strings for the sort.
+        sorted_ds = (ray.data.read_parquet(events_path, filesystem=fs)
+                     .map_batches(_plain_file_names, batch_format="pyarrow", batch_size=None)
+                     .sort(["timestamp", "file", "line_no"]))
         for batch in sorted_ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             if batch.num_rows:
                 sink.write(windower.push(_window_batch(batch)))
