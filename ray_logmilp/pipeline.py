@@ -231,6 +231,11 @@ def _window_batch(events: pa.Table) -> dict[str, np.ndarray]:
     }
 
 
+# Parquet dictionary pages only where values repeat: on line numbers and labels the writer would build
+# a dictionary per page and abandon it, a third of the bags' write time (8M-line corpus: 1.46 -> 0.99 s).
+_BAG_DICT_COLUMNS = ["session", "template_ids", "line_files"]
+
+
 class _BagSink:
     """Labels bag tables and appends them to a parquet file, numbering bags in order."""
 
@@ -244,7 +249,7 @@ class _BagSink:
         """Start over (bags cut before the stream turned out not to be in time order are discarded)."""
         if getattr(self, "writer", None) is not None:
             self.writer.close()
-        self.writer = pq.ParquetWriter(self.path, self.schema, filesystem=self.fs)
+        self.writer = pq.ParquetWriter(self.path, self.schema, filesystem=self.fs, use_dictionary=_BAG_DICT_COLUMNS)
         self.count = 0
 
     def write(self, bags: pa.Table) -> None:
@@ -455,7 +460,7 @@ def _finalize_bags(fs, tmp_path: str, final_path: str, cfg: DataConfig) -> dict[
     splits = assign_splits(starts, cfg.split)
     schema = src.schema_arrow.append(pa.field("split", pa.string()))
     counts: dict[str, dict[str, int]] = {}
-    with pq.ParquetWriter(final_path, schema, filesystem=fs) as writer:
+    with pq.ParquetWriter(final_path, schema, filesystem=fs, use_dictionary=[*_BAG_DICT_COLUMNS, "split"]) as writer:
         offset = 0
         for i in range(src.num_row_groups):
             group = src.read_row_group(i)
