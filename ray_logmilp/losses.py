@@ -75,8 +75,9 @@ class LossConfig:
     removing each of its ``localization_candidates`` most-attended lines, and pull the key head's
     attention towards the one whose removal lowers P most (``localization_targets``). The consistency
     hinge only asks that the top line matter; this asks that the top line be the one that matters most,
-    which is what localization needs. It uses bag labels and the model's own scores only. 0.2 was degenerate on the
-    benchmark corpus (AUC 0.79, Loc@3 0.06 after 800 steps); 0.05 is on the scale of the other terms."""
+    which is what localization needs. It uses bag labels and the model's own scores only. 0.2 was
+    degenerate on the benchmark corpus (AUC 0.79, Loc@3 0.06 after 800 steps); 0.05 is on the scale of
+    the other terms."""
     localization_candidates: int = 4
     """How many of a positive bag's most-attended lines L_loc tries removing to find the one that matters."""
     detach_p_orig: bool = False

@@ -6,12 +6,12 @@ does; actors are reused between trials). ``fit`` reports every epoch, so ASHA ca
 
 A search-space file (``configs/search/*.yaml``) has five sections, all optional but ``space``::
 
-    objective: {metric: val_f1, sr_weight: 0.1}      # maximised: metric + sr_weight * val_sr
+    objective: {metric: val_f1, sr_weight: 0.5}      # maximised: metric + sr_weight * val_sr
     search:    {num_samples: 32, seed: 0}            # Optuna TPE, seeded; the base config is trial 1
     scheduler: {kind: asha, grace_period: 3, reduction_factor: 3}
     resources: {cpu: 1, gpu: null}                   # per trial; null gpu: 0.25 when the cluster has GPUs
     space:                                           # dotted project-config keys
-      loss.lambda_p: {type: loguniform, low: 0.01, high: 1.0}
+      loss.lambda_p: {type: loguniform, low: 0.001, high: 0.1}
       model.num_prototypes: {type: logint, low: 2, high: 64}
 
 Every key is checked against :class:`~ray_logmilp.config.ProjectConfig` before any Ray work: an unknown

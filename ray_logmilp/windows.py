@@ -79,8 +79,7 @@ class _FileCodes:
     codes and ``line_files`` is dictionary-encoded, so bagging builds no Python string per line."""
 
     def __init__(self) -> None:
-        self.names: list[str] = []
-        self._code: dict[str, int] = {}
+        self._code: dict[str, int] = {}         # name -> code, in order of first appearance
 
     def _codes_of(self, names) -> np.ndarray:
         return np.array([self._code.setdefault(str(n), len(self._code)) for n in names], np.int32)
@@ -91,15 +90,12 @@ class _FileCodes:
             files = files.combine_chunks()
         if isinstance(files, pa.Array):
             enc = files if pa.types.is_dictionary(files.type) else pc.dictionary_encode(files)
-            codes = self._codes_of(enc.dictionary.to_pylist())[enc.indices.to_numpy(zero_copy_only=False)]
-        else:
-            uniq, inverse = np.unique(np.asarray(files, dtype=object).astype(str), return_inverse=True)
-            codes = self._codes_of(uniq)[inverse.reshape(-1)]
-        self.names = list(self._code)
-        return codes
+            return self._codes_of(enc.dictionary.to_pylist())[enc.indices.to_numpy(zero_copy_only=False)]
+        uniq, inverse = np.unique(np.asarray(files, dtype=object).astype(str), return_inverse=True)
+        return self._codes_of(uniq)[inverse.reshape(-1)]
 
     def values(self, codes: np.ndarray) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(self.names, pa.string()))
+        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(self._code), pa.string()))
 
 
 def _bags_table(window_ids: np.ndarray, members: np.ndarray, cols: dict[str, np.ndarray],
