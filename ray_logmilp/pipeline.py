@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # A chunk's lines all come from one file: ``file`` travels and is stored dictionary-encoded, not as the
 # path repeated on every line (tens of bytes per line through the object store and the writer).
 _FILE_TYPE = pa.dictionary(pa.int32(), pa.string())
+# Masked messages travel dictionary-encoded: a chunk's distinct contents are masked once (logs repeat,
+# 38% of a synthetic chunk's contents are distinct) and the driver looks up distinct values only.
+_MASKED_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 EVENTS_SCHEMA = pa.schema([
     ("file", _FILE_TYPE),
@@ -72,7 +75,7 @@ _STAGE_SCHEMA = pa.schema([
     ("label", pa.int8()),
     ("session", pa.string()),
     ("content", pa.string()),
-    ("masked", pa.string()),
+    ("masked", _MASKED_TYPE),
     ("reason", pa.string()),
     ("raw", pa.string()),
 ])
@@ -96,9 +99,15 @@ def _one_file_column(files: pa.ChunkedArray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(files), np.int32)), pa.array(names, pa.string()))
 
 
+def _mask_distinct(parser_cfg: ParserConfig, content: pa.Array) -> pa.DictionaryArray:
+    """Masked content as a dictionary array: the regex passes run once per distinct content string."""
+    encoded = pc.dictionary_encode(content)                                   # indices: int32 [n]
+    return pa.DictionaryArray.from_arrays(encoded.indices, mask_array(parser_cfg, encoded.dictionary))
+
+
 def _stage_table(task_index: int, events: pa.Table, quarantine: pa.Table, parser_cfg: ParserConfig) -> pa.Table:
     n_e, n_q = events.num_rows, quarantine.num_rows
-    masked = mask_array(parser_cfg, events.column("content").combine_chunks()) if n_e else pa.array([], pa.string())
+    masked = _mask_distinct(parser_cfg, events.column("content").combine_chunks()) if n_e else pa.nulls(0, _MASKED_TYPE)
     parsed = pa.table({
         "task": pa.array(np.full(n_e, task_index, np.int32)),
         "file": _one_file_column(events.column("file")),
@@ -121,7 +130,7 @@ def _stage_table(task_index: int, events: pa.Table, quarantine: pa.Table, parser
         "label": pa.nulls(n_q, pa.int8()),
         "session": pa.nulls(n_q, pa.string()),
         "content": pa.nulls(n_q, pa.string()),
-        "masked": pa.nulls(n_q, pa.string()),
+        "masked": pa.nulls(n_q, _MASKED_TYPE),
         "reason": quarantine.column("reason"),
         "raw": quarantine.column("raw"),
     }, schema=_STAGE_SCHEMA)
@@ -180,10 +189,27 @@ class _TemplateAssigner:
         self.parser = TemplateParser(parser_cfg)
         self.known = pa.array([], pa.string())       # distinct masked messages seen so far
         self.known_ids = np.empty(0, np.int32)      # template id of each
-        self._pending: list[pa.Array] = []
 
-    def assign(self, masked: pa.Array) -> np.ndarray:
-        """Template id per message; new distinct messages are fitted in first-appearance order."""
+    def assign(self, masked: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Template id per message (no nulls); new distinct messages are fitted in first-appearance order.
+
+        Dictionary-encoded input (what parse workers send) is looked up once per distinct value that the
+        rows use, taken in the order the rows first use them, so drain3 sees the same sequence as with
+        plain strings whatever the dictionary holds (a sliced block keeps its whole dictionary)."""
+        chunks = masked.chunks if isinstance(masked, pa.ChunkedArray) else [masked]
+        parts = [self._assign_dictionary(c) if pa.types.is_dictionary(c.type) else self._assign_plain(c)
+                 for c in chunks]
+        return np.concatenate(parts) if parts else np.empty(0, np.int32)
+
+    def _assign_dictionary(self, masked: pa.DictionaryArray) -> np.ndarray:
+        codes = masked.indices.to_numpy(zero_copy_only=False)                   # [n]
+        used = pc.unique(masked.indices)                                        # codes in first-use order
+        ids_of_used = self._assign_plain(masked.dictionary.take(used))           # [len(used)]
+        lookup = np.empty(len(masked.dictionary), np.int32)
+        lookup[used.to_numpy(zero_copy_only=False)] = ids_of_used
+        return lookup[codes]
+
+    def _assign_plain(self, masked: pa.Array) -> np.ndarray:
         pos = pc.index_in(masked, value_set=self.known).to_numpy(zero_copy_only=False)
         missing = np.isnan(pos) if pos.dtype.kind == "f" else None
         if missing is None:
@@ -237,19 +263,23 @@ _BAG_DICT_COLUMNS = ["session", "template_ids", "line_files"]
 
 
 class _BagSink:
-    """Labels bag tables and appends them to a parquet file, numbering bags in order."""
+    """Labels bag tables and appends them, numbered in order, to an Arrow IPC stream: the unsplit bags are
+    read back to add the split column, and an IPC stream costs next to nothing to write and read where a
+    parquet file would be encoded and decoded once more (the stream format because ``line_files``
+    dictionaries grow from batch to batch)."""
 
     def __init__(self, fs, path: str, labeler: BagLabeler):
         self.labeler = labeler
         self.fs, self.path = fs, path
         self.schema = BAG_SCHEMA.append(pa.field("label", pa.int8()))
+        self.stream = self.writer = None
         self.reset()
 
     def reset(self) -> None:
         """Start over (bags cut before the stream turned out not to be in time order are discarded)."""
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
-        self.writer = pq.ParquetWriter(self.path, self.schema, filesystem=self.fs, use_dictionary=_BAG_DICT_COLUMNS)
+        self.close()
+        self.stream = self.fs.open_output_stream(self.path)
+        self.writer = pa.ipc.new_stream(self.stream, self.schema)
         self.count = 0
 
     def write(self, bags: pa.Table) -> None:
@@ -260,7 +290,10 @@ class _BagSink:
         self.writer.write_table(self.labeler(bags))
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.stream.close()
+            self.writer = self.stream = None
 
 
 def _check_inputs(cfg: DataConfig) -> tuple[LogFormat, list, ParserConfig, BagLabeler]:
@@ -334,7 +367,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     counts = _Counts()
     assigner = _TemplateAssigner(parser_cfg)
     windower = make_windower(cfg.window)
-    events_path, bags_tmp = f"{out_dir}/events.parquet", f"{out_dir}/bags.unsplit.parquet"
+    events_path, bags_tmp = f"{out_dir}/events.parquet", f"{out_dir}/bags.unsplit.arrows"
     # Dictionary-encode only the low-cardinality columns: building (and abandoning) a dictionary for the
     # content column was the biggest single cost of the driver's loop.
     events_writer = pq.ParquetWriter(events_path, EVENTS_SCHEMA, filesystem=fs,
@@ -360,7 +393,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
                 table = table.filter(pc.invert(bad_mask))
             if table.num_rows == 0:
                 continue
-            tids = assigner.assign(table.column("masked").combine_chunks())
+            tids = assigner.assign(table.column("masked"))
             template_counts = _add_counts(template_counts, tids)
             events = _events_from_stage(table, tids)
             events_writer.write_table(events)
@@ -453,21 +486,25 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def _unsplit_batches(fs, path: str) -> Iterator[pa.RecordBatch]:
+    with fs.open_input_stream(path) as fh:
+        yield from pa.ipc.open_stream(fh)
+
+
 def _finalize_bags(fs, tmp_path: str, final_path: str, cfg: DataConfig) -> dict[str, dict[str, int]]:
-    """Add the split column (needs every bag's start time), streaming row group by row group."""
-    src = pq.ParquetFile(tmp_path, filesystem=fs)
-    starts = src.read(columns=["start"]).column("start").to_numpy()
-    splits = assign_splits(starts, cfg.split)
-    schema = src.schema_arrow.append(pa.field("split", pa.string()))
+    """Write ``bags.parquet``: the unsplit bags plus the split column (which needs every bag's start time),
+    in two streaming passes over the IPC file."""
+    starts = [batch.column("start").to_numpy() for batch in _unsplit_batches(fs, tmp_path)]
+    splits = assign_splits(np.concatenate(starts) if starts else np.empty(0), cfg.split)
+    schema = BAG_SCHEMA.append(pa.field("label", pa.int8())).append(pa.field("split", pa.string()))
     counts: dict[str, dict[str, int]] = {}
     with pq.ParquetWriter(final_path, schema, filesystem=fs, use_dictionary=[*_BAG_DICT_COLUMNS, "split"]) as writer:
         offset = 0
-        for i in range(src.num_row_groups):
-            group = src.read_row_group(i)
-            part = splits[offset: offset + group.num_rows]
-            offset += group.num_rows
-            writer.write_table(group.append_column("split", pa.array(part.tolist(), pa.string())))
-            labels = group.column("label").to_numpy()
+        for batch in _unsplit_batches(fs, tmp_path):
+            part = splits[offset: offset + batch.num_rows]
+            offset += batch.num_rows
+            writer.write_table(pa.Table.from_batches([batch]).append_column("split", pa.array(part.tolist(), pa.string())))
+            labels = batch.column("label").to_numpy()
             for split in np.unique(part):
                 in_split = labels[part == split]
                 c = counts.setdefault(str(split), {"positive": 0, "negative": 0, "unlabelled": 0})
