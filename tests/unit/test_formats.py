@@ -244,6 +244,45 @@ def test_zookeeper_fractional_seconds():
 
 
 # ---------------------------------------------------------------------------------------------- semantics
+@pytest.mark.parametrize("name", ["bgl", "generic"])
+def test_whitespace_split_equals_the_regex_path(name):
+    """Headers with spaces only between fields are split instead of regex-matched: on every line, odd
+    whitespace included (tabs, \\v which RE2's \\s excludes, \\f, non-ASCII spaces, leading blanks), the
+    fields must be exactly the regex path's."""
+    from ray_logmilp.formats import _match_header, _regex_header, _split_header
+
+    fmt = load_format(name)
+    comp = fmt._compiled
+    assert comp.whitespace_only
+    good = {"bgl": "- 1117838570 2005.06.03 R02 2005-06-03-15.42.50.675872 R02 RAS KERNEL INFO",
+            "generic": "2020-01-02 03:04:05"}[name]
+    rng = random.Random(3)
+    pieces = ["a", "b1", " ", "  ", "\t", "\v", "\f", "\r", "\u00a0", "\u2003", " \t ", "x\vy", "-", ""]
+    lines = []
+    for _ in range(4000):
+        words = good.split(" ")
+        seps = [" " if rng.random() < 0.95 else rng.choice(["  ", "\t", " \t", "\v", "\f", "\u00a0"])
+                for _ in words]
+        head = "".join(w + sep for w, sep in zip(words, seps))
+        cut = rng.randint(0, len(head)) if rng.random() < 0.2 else len(head)
+        body = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8) if rng.random() < 0.3 else 2))
+        lead = "" if rng.random() < 0.9 else rng.choice([" ", "\t", "\v"])
+        lines.append(lead + head[:cut] + body)
+    text = pa.array(lines, pa.string())
+    everything = np.ones(len(lines), bool)
+    split = _match_header(comp, text, everything)
+    regex = _regex_header(comp, text, everything)
+    assert split.to_pylist() == regex.to_pylist()
+    matches = split.is_valid().to_numpy(zero_copy_only=False)
+    _, decided_by_split = _split_header(comp, text)
+    assert 0.05 < 1 - matches.mean() and decided_by_split.mean() > 0.3    # both paths and misses exercised
+
+
+@pytest.mark.parametrize("name", ["hdfs", "thunderbird", "zookeeper"])
+def test_headers_with_punctuation_keep_the_regex_path(name):
+    assert not load_format(name)._compiled.whitespace_only
+
+
 @pytest.mark.parametrize("name", BUILTINS)
 def test_fast_path_agrees_with_loghub_regex_on_odd_lines(name):
     """Random, often malformed lines: parse_chunk's content must equal Loghub's regex result (or the
