@@ -38,7 +38,7 @@ from .config import DataConfig, to_dict
 from .embedding import embedder_from_config
 from .formats import LogFormat, load_format, parse_chunk
 from .parsing import ParserConfig, TemplateParser, mask_array
-from .sources import expand_inputs, plan_read_tasks, read_task_chunks, ReadTask
+from .sources import InputError, LineNumbering, ReadTask, expand_inputs, plan_read_tasks, read_task_chunks
 from .windows import BAG_SCHEMA, BagLabeler, assign_splits, make_windower
 
 log = logging.getLogger(__name__)
@@ -374,12 +374,19 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
                                      use_dictionary=["file", "session", "label"])
     quarantine_writer = pq.ParquetWriter(f"{out_dir}/quarantine.parquet", QUARANTINE_SCHEMA, filesystem=fs)
     sink = _BagSink(fs, bags_tmp, labeler)
+    numbering = LineNumbering(tasks)   # ranges after a file's first number their lines from 1
     template_counts = np.zeros(0, np.int64)
     sorted_so_far, last_ts = True, -np.inf
     last_report = time.perf_counter()
 
     try:
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+            try:
+                line_nos = numbering.apply(table.column("task").to_numpy(), table.column("line_no").to_numpy(),
+                                           table.column("reason"))
+            except InputError as exc:
+                raise PrepareError(str(exc)) from None
+            table = table.set_column(table.schema.get_field_index("line_no"), "line_no", pa.array(line_nos))
             counts.add(table)
             bad_mask = pc.is_valid(table.column("reason"))
             if counts.read != counts.parsed:   # some line of this batch (or an earlier one) is quarantined

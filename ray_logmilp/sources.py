@@ -5,7 +5,10 @@ Three steps, all plain Python (the Ray pipeline ships :class:`ReadTask` objects 
 1. :func:`expand_inputs` turns what the user typed into a sorted list of :class:`InputFile` and fails
    early (:class:`InputError`) on a missing path, an empty directory or a glob without matches.
 2. :func:`plan_read_tasks` splits big uncompressed files into newline-aligned byte ranges so they can be
-   read in parallel; each range knows the 1-based number of its first line.
+   read in parallel, reading a few bytes at each cut, never the whole file. A range after a file's
+   first does not know the number of its first line: it numbers its lines from 1 and
+   :class:`LineNumbering` turns those into file line numbers from the line counts of the earlier ranges,
+   as the ranges' output arrives in order.
 3. :func:`read_task_chunks` streams one task as :class:`LineChunk` objects (lists of raw lines). Damage
    never raises: a truncated or corrupt gzip keeps every complete line before the damage and adds one
    ``truncated_gzip`` quarantine row, a failing read adds one ``read_error`` row, and an over-long line
@@ -24,7 +27,9 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from ray_logmilp.formats import (
@@ -46,7 +51,9 @@ __all__ = [
     "InputError",
     "InputFile",
     "LineChunk",
+    "LineNumbering",
     "ReadTask",
+    "count_lines",
     "expand_inputs",
     "plan_read_tasks",
     "read_file_events",
@@ -60,6 +67,7 @@ DEFAULT_CHUNK_LINES = 65536
 """Lines per :class:`LineChunk`."""
 
 _BLOCK_BYTES = 4 * 1024 * 1024  # read size for plain files and decompressed output
+_PROBE_BYTES = 64 * 1024  # read size when looking for the newline at a range cut
 _GZ_READ_BYTES = 1024 * 1024  # compressed bytes fed to zlib at a time
 _KEEP_HEAD_BYTES = 4 * 200  # bytes kept of an over-long line (enough for RAW_CHARS characters)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -98,14 +106,15 @@ class ReadTask:
     """A unit of reading work: bytes ``[start, end)`` of one file (``end`` None = to the end).
 
     Small and picklable; :meth:`to_dict` / :meth:`from_dict` give a plain-dict form for Ray Data rows.
-    ``first_line_no`` is the 1-based line number of the first line in the range.
+    ``first_line_no`` is the 1-based line number of the first line in the range, or None where planning
+    did not count it: the reader then numbers the range's lines from 1 (see :class:`LineNumbering`).
     """
 
     name: str
     path: str
     start: int = 0
     end: int | None = None
-    first_line_no: int = 1
+    first_line_no: int | None = 1
     compression: str | None = None
     fs_uri: str | None = None
 
@@ -119,7 +128,7 @@ class ReadTask:
             path=str(data["path"]),
             start=int(data.get("start") or 0),
             end=None if data.get("end") is None else int(data["end"]),
-            first_line_no=int(data.get("first_line_no") or 1),
+            first_line_no=None if data.get("first_line_no", 1) is None else int(data.get("first_line_no", 1)),
             compression=data.get("compression") or None,
             fs_uri=data.get("fs_uri") or None,
         )
@@ -334,50 +343,114 @@ def expand_inputs(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[st
 # --------------------------------------------------------------------------------------------------
 # Planning
 # --------------------------------------------------------------------------------------------------
+def _next_line_start(fh, pos: int, size: int) -> int:
+    """Offset just after the first newline at or after ``pos - 1`` (``size`` if there is none)."""
+    fh.seek(pos - 1)
+    offset = pos - 1
+    while True:
+        block = fh.read(_PROBE_BYTES)
+        if not block:
+            return size
+        idx = block.find(b"\n")
+        if idx >= 0:
+            return offset + idx + 1
+        offset += len(block)
+
+
 def _plan_file(f: InputFile, target_bytes: int) -> list[ReadTask]:
     if f.compression is not None or f.size <= target_bytes:
         return [ReadTask.whole_file(f)]
     fs = _filesystem(f.fs_uri)
     tasks: list[ReadTask] = []
-    start, first_line, newlines = 0, 1, 0  # newlines counted in [start, scan position)
-    next_split = target_bytes
-    pos = 0  # file offset of the current block
-    block_size = max(min(target_bytes, _BLOCK_BYTES), 64 * 1024)
+    start = 0
     with fs.open_input_file(f.path) as fh:
-        while pos < f.size and next_split < f.size:
-            block = fh.read(min(block_size, f.size - pos))
-            if not block:
+        while start + target_bytes < f.size:
+            end = _next_line_start(fh, start + target_bytes, f.size)
+            if end >= f.size:
                 break
-            local = 0
-            while True:
-                search_from = max(next_split - 1 - pos, local)
-                idx = block.find(b"\n", search_from) if search_from < len(block) else -1
-                if idx < 0:
-                    newlines += block.count(b"\n", local)
-                    break
-                end = pos + idx + 1
-                newlines += block.count(b"\n", local, idx + 1)
-                local = idx + 1
-                if end >= f.size:
-                    break
-                tasks.append(ReadTask(f.name, f.path, start, end, first_line, f.compression, f.fs_uri))
-                start, first_line, newlines = end, first_line + newlines, 0
-                next_split = start + target_bytes
-            pos += len(block)
-    tasks.append(ReadTask(f.name, f.path, start, f.size, first_line, f.compression, f.fs_uri))
+            tasks.append(ReadTask(f.name, f.path, start, end, 1 if start == 0 else None, f.compression, f.fs_uri))
+            start = end
+    tasks.append(ReadTask(f.name, f.path, start, f.size, 1 if start == 0 else None, f.compression, f.fs_uri))
     return tasks
 
 
 def plan_read_tasks(files: Sequence[InputFile], target_bytes: int = DEFAULT_TARGET_BYTES) -> list[ReadTask]:
     """Split files into read tasks. Uncompressed files over ``target_bytes`` become newline-aligned
-    byte ranges of about ``target_bytes`` each, with the correct 1-based ``first_line_no`` (found by
-    streaming the file once and counting newlines); gzip files and small files are one task each."""
+    byte ranges of about ``target_bytes`` each (a short read at each cut finds the next newline); gzip
+    files and small files are one task each. Ranges after a file's first have ``first_line_no=None``:
+    number their output with :class:`LineNumbering`, in task order."""
     if target_bytes < 1:
         raise ValueError(f"target_bytes must be positive, got {target_bytes}")
     tasks: list[ReadTask] = []
     for f in files:
         tasks.extend(_plan_file(f, target_bytes))
     return tasks
+
+
+def count_lines(task: ReadTask) -> int:
+    """Lines in a task's byte range, counted by reading it (used after a read error cut a range short)."""
+    n, last = 0, b"\n"
+    for block in _plain_blocks(task):
+        n += block.count(b"\n")
+        last = block[-1:]
+    return n + (last != b"\n")
+
+
+class LineNumbering:
+    """File line numbers for the output of read tasks planned by :func:`plan_read_tasks`.
+
+    A range with ``first_line_no=None`` numbers its lines from 1. Every line becomes exactly one row
+    (parsed or quarantined), so once a range's rows have all been seen, the next range of the same file
+    starts after them; feed the rows in task order (:meth:`apply`). The one exception is a ``read_error``
+    row, which stands for the rest of its range: that range's lines are then counted by reading it again
+    (and if that fails too, the lines after it cannot be numbered: :class:`InputError`).
+    """
+
+    def __init__(self, tasks: Sequence[ReadTask]):
+        self.tasks = list(tasks)
+        self.rows = np.zeros(len(self.tasks), np.int64)        # rows seen per task so far
+        self.first = np.zeros(len(self.tasks), np.int64)       # file line number of each task's first line
+        self.offset = np.zeros(len(self.tasks), np.int64)      # added to a task's own line numbers
+        self.known = np.zeros(len(self.tasks), bool)
+        self.cut_short: set[int] = set()                        # tasks whose read failed midway
+
+    def _resolve(self, k: int) -> None:
+        todo = []
+        while not self.known[k]:
+            todo.append(k)
+            if self.tasks[k].first_line_no is not None:
+                break
+            k -= 1                  # a range without a number always follows a range of the same file
+        for j in reversed(todo):
+            task = self.tasks[j]
+            if task.first_line_no is not None:
+                self.first[j], self.offset[j] = task.first_line_no, 0
+            else:
+                self.first[j] = self.first[j - 1] + self._lines_of(j - 1)
+                self.offset[j] = self.first[j] - 1
+            self.known[j] = True
+
+    def _lines_of(self, k: int) -> int:
+        if k not in self.cut_short:
+            return int(self.rows[k])
+        try:
+            return count_lines(self.tasks[k])
+        except _ReadFailure as exc:
+            task = self.tasks[k]
+            raise InputError(f"{task.name}: bytes {task.start}-{task.end} cannot be read ({exc.message}), so the "
+                             "lines after them cannot be numbered") from None
+
+    def apply(self, tasks: np.ndarray, line_nos: np.ndarray, reasons: "pa.Array | None" = None) -> np.ndarray:
+        """File line numbers for one batch of rows (``tasks``: task index per row, non-decreasing across
+        calls; ``line_nos``: the readers' numbers; ``reasons``: quarantine reason per row or None)."""
+        present, counts = np.unique(tasks, return_counts=True)
+        for k, n in zip(present.tolist(), counts.tolist()):
+            self._resolve(k)
+            self.rows[k] += n
+        if reasons is not None and reasons.null_count < len(reasons):
+            read_errors = np.asarray(pc.fill_null(pc.equal(reasons, "read_error"), False), bool)
+            self.cut_short.update(np.unique(tasks[read_errors]).tolist())
+        return line_nos + self.offset[tasks]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,7 +553,7 @@ def read_task_chunks(
         raise ValueError(f"chunk_lines must be positive, got {chunk_lines}")
     name = task.name
     lines: list[bytes] = []
-    first = task.first_line_no  # line number of lines[0]
+    first = 1 if task.first_line_no is None else task.first_line_no  # line number of lines[0]
     partial: list[bytes] = []  # pieces of the current, unfinished line
     partial_len = 0
     overlong = False  # the current line already exceeds max_line_bytes; only its head is kept

@@ -95,6 +95,8 @@ def test_parallel_grouping_equals_sequential_drain(ray_local, synthetic_corpus, 
     assert manifest["lines"]["quarantined"] == 0
     events = pq.read_table(tmp_path / "out" / "events.parquet", columns=["line_no", "template_id", "content"])
     order = np.argsort(events.column("line_no").to_numpy())
+    # the driver numbered the ranges' lines: every line of the file once, 1..N
+    np.testing.assert_array_equal(events.column("line_no").to_numpy()[order], np.arange(1, events.num_rows + 1))
     contents = [events.column("content").to_pylist()[i] for i in order]
     ours = events.column("template_id").to_numpy()[order]
     baseline = sequential_drain_baseline(contents, ParserConfig.from_format(load_format("bgl")))

@@ -5,6 +5,7 @@ import gzip
 import os
 import pickle
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -14,6 +15,7 @@ from ray_logmilp.sources import (
     InputError,
     InputFile,
     LineChunk,
+    LineNumbering,
     ReadTask,
     expand_inputs,
     plan_read_tasks,
@@ -137,14 +139,46 @@ def test_split_ranges_match_whole_file(tmp_path, final_newline, target):
     assert tasks[0].start == 0 and tasks[-1].end in (None, len(data))
     for prev, nxt in zip(tasks, tasks[1:]):
         assert prev.end == nxt.start and data[nxt.start - 1 : nxt.start] == b"\n"
+    assert tasks[0].first_line_no == 1 and all(t.first_line_no is None for t in tasks[1:])
     split, sq = [], []
-    for task in tasks:
+    numbering = LineNumbering(tasks)
+    for k, task in enumerate(tasks):
         got, q = _read_all(ReadTask.from_dict(task.to_dict()), chunk_lines=7)
-        split.extend(got)
+        file_line_nos = numbering.apply(np.full(len(got), k), np.array([n for n, _ in got], np.int64))
+        split.extend(zip(file_line_nos.tolist(), (line for _, line in got)))
         sq.extend(q)
     assert split == whole and sq == wq == []
     assert [n for n, _ in whole] == list(range(1, 501))
     assert whole[-1][1] == _line(500)
+
+
+def test_numbering_across_batches_and_after_a_read_error(tmp_path):
+    data = b"".join(_line(i) + b"\n" for i in range(1, 301))
+    path = tmp_path / "big.log"
+    path.write_bytes(data)
+    tasks = plan_read_tasks([_only(path)], target_bytes=len(data) // 3)
+    assert len(tasks) == 3
+    truth = [len(_read_all(t)[0]) for t in tasks]                     # lines per range
+    numbering = LineNumbering(tasks)
+    # task 0 in two batches, then a batch holding the end of task 0 and all of task 1
+    a = numbering.apply(np.zeros(5, int), np.arange(1, 6))
+    b = numbering.apply(np.array([0] * (truth[0] - 5) + [1] * truth[1]),
+                        np.concatenate([np.arange(6, truth[0] + 1), np.arange(1, truth[1] + 1)]))
+    assert a.tolist() + b.tolist() == list(range(1, truth[0] + truth[1] + 1))
+    # task 2's read failed after 0 lines: one read_error row; nothing comes after it, nothing to recount
+    c = numbering.apply(np.array([2]), np.array([1]), pa.array(["read_error"]))
+    assert c.tolist() == [truth[0] + truth[1] + 1]
+
+    # a read error cuts range 0 short: range 1 starts after range 0's real line count (recounted)
+    numbering = LineNumbering(tasks)
+    numbering.apply(np.zeros(4, int), np.arange(1, 5), pa.array([None, None, None, "read_error"], pa.string()))
+    assert numbering.apply(np.array([1]), np.array([1])).tolist() == [truth[0] + 1]
+    # ... and when the range cannot be read again either, the lines after it cannot be numbered
+    numbering = LineNumbering(tasks)
+    numbering.apply(np.zeros(1, int), np.arange(1, 2), pa.array(["read_error"]))
+    path.unlink()
+    with pytest.raises(InputError, match="cannot be numbered"):
+        numbering.apply(np.array([1]), np.array([1]))
 
 
 def test_gzip_is_one_task(tmp_path):
