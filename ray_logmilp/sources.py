@@ -123,12 +123,13 @@ class ReadTask:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ReadTask":
+        first_line_no = data.get("first_line_no", 1)
         return cls(
             name=str(data["name"]),
             path=str(data["path"]),
             start=int(data.get("start") or 0),
             end=None if data.get("end") is None else int(data["end"]),
-            first_line_no=None if data.get("first_line_no", 1) is None else int(data.get("first_line_no", 1)),
+            first_line_no=None if first_line_no is None else int(first_line_no),
             compression=data.get("compression") or None,
             fs_uri=data.get("fs_uri") or None,
         )
@@ -409,9 +410,8 @@ class LineNumbering:
     def __init__(self, tasks: Sequence[ReadTask]):
         self.tasks = list(tasks)
         self.rows = np.zeros(len(self.tasks), np.int64)        # rows seen per task so far
-        self.first = np.zeros(len(self.tasks), np.int64)       # file line number of each task's first line
         self.offset = np.zeros(len(self.tasks), np.int64)      # added to a task's own line numbers
-        self.known = np.zeros(len(self.tasks), bool)
+        self.known = np.zeros(len(self.tasks), bool)            # offset worked out
         self.cut_short: set[int] = set()                        # tasks whose read failed midway
 
     def _resolve(self, k: int) -> None:
@@ -422,12 +422,11 @@ class LineNumbering:
                 break
             k -= 1                  # a range without a number always follows a range of the same file
         for j in reversed(todo):
-            task = self.tasks[j]
-            if task.first_line_no is not None:
-                self.first[j], self.offset[j] = task.first_line_no, 0
-            else:
-                self.first[j] = self.first[j - 1] + self._lines_of(j - 1)
-                self.offset[j] = self.first[j] - 1
+            if self.tasks[j].first_line_no is None:
+                # the previous range's first line in the file, plus its lines, is this range's line 1
+                prev = self.tasks[j - 1]
+                prev_first = self.offset[j - 1] + (1 if prev.first_line_no is None else prev.first_line_no)
+                self.offset[j] = prev_first + self._lines_of(j - 1) - 1
             self.known[j] = True
 
     def _lines_of(self, k: int) -> int:
