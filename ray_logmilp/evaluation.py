@@ -25,9 +25,37 @@ from .metrics import loc_at_k, mean_std, pr_curve, precision_recall_f1, roc_auc,
 log = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def remove_other_line(model, x: torch.Tensor, mask: torch.Tensor, key_index: torch.Tensor,
+                      generator: torch.Generator, perturbation: str = "zero") -> torch.Tensor:
+    """P [B] with one random real line *other than* each bag's key instance removed, the same way SR
+    removes the key instance (zeroed, or dropped through the mask). The control for SR: if removing any
+    line lowered P as much as removing the key one, SR would say nothing about localization (a model
+    can learn to react to the perturbation itself, e.g. to an all-zero embedding). Bags with a single
+    line have no other line and keep their score."""
+    B, W = mask.shape
+    rows = torch.arange(B, device=x.device)
+    others = mask.clone()
+    others[rows, key_index] = False
+    has_other = others.any(dim=1)                                                      # [B]
+    # A uniform draw among the other real lines: the argmax of uniform noise restricted to them.
+    noise = torch.rand(B, W, generator=generator).to(x.device).masked_fill(~others, -1.0)
+    pick = noise.argmax(dim=1)                                                         # [B]
+    x_ctrl, mask_ctrl = x.clone(), mask.clone()
+    r, j = rows[has_other], pick[has_other]
+    if perturbation == "zero":
+        x_ctrl[r, j] = 0.0
+    else:
+        mask_ctrl[r, j] = False
+    return model(x_ctrl, mask_ctrl).prob
+
+
 def evaluate(bundle: Bundle, data: PreparedData, *, top_k: list[int], delta_sr: float, split: str = "test",
-             batch_size: int = 128, perturbation: str = "zero") -> dict[str, Any]:
-    """Metrics of one bundle on one split. Returns plain floats plus per-bag arrays under ``_raw``."""
+             batch_size: int = 128, perturbation: str = "zero", control_seed: int = 0) -> dict[str, Any]:
+    """Metrics of one bundle on one split. Returns plain floats plus per-bag arrays under ``_raw``.
+
+    Besides SR, ``sr_other_line`` is SR's control: the same test with a random other line removed
+    instead of the key instance (``remove_other_line``), drawn with ``control_seed``."""
     bags = data.splits[split]
     if len(bags) == 0:
         raise ValueError(f"the {split} split has no bags")
@@ -37,6 +65,8 @@ def evaluate(bundle: Bundle, data: PreparedData, *, top_k: list[int], delta_sr: 
     k_max = max(top_k)
     p_orig = np.empty(len(bags))
     p_pert = np.empty(len(bags))
+    p_other = np.empty(len(bags))
+    generator = torch.Generator().manual_seed(control_seed)
     tops: list[list[int]] = [[] for _ in range(len(bags))]
     weights: list[list[float]] = [[] for _ in range(len(bags))]
     heads = np.zeros(len(bags), np.int64)
@@ -45,9 +75,12 @@ def evaluate(bundle: Bundle, data: PreparedData, *, top_k: list[int], delta_sr: 
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         x, mask, _, _ = collate(bags, rows, embeddings, max_len)
-        for row, loc in zip(rows, localize(model, x, mask, top_k=k_max, perturbation=perturbation)):
+        located = localize(model, x, mask, top_k=k_max, perturbation=perturbation)
+        for row, loc in zip(rows, located):
             p_orig[row], p_pert[row] = loc.p_orig, loc.p_pert
             tops[row], weights[row], heads[row] = loc.indices, loc.weights, loc.head
+        key_index = torch.tensor([loc.indices[0] for loc in located], device=device)
+        p_other[rows] = remove_other_line(model, x, mask, key_index, generator, perturbation).float().cpu().numpy()
     y = bags.labels.astype(int)
     threshold = bundle.threshold
     pred = (p_orig >= threshold).astype(int)
@@ -59,13 +92,21 @@ def evaluate(bundle: Bundle, data: PreparedData, *, top_k: list[int], delta_sr: 
     }
     pos = np.flatnonzero(y == 1)
     out["sr"] = float(success_rate(p_orig[pos], p_pert[pos], delta_sr)) if len(pos) else float("nan")
+    out["sr_other_line"] = float(success_rate(p_orig[pos], p_other[pos], delta_sr)) if len(pos) else float("nan")
     # Localization needs the hidden line labels: evaluation only.
     true_sets = [set(np.flatnonzero(bags.instance_labels[bags.instances(int(i))] == 1).tolist()) for i in pos]
     labelled = [j for j, s in enumerate(true_sets) if s]
+    # SR split by how many labelled lines a bag holds: with two or more, removing one leaves the others,
+    # so a model whose score follows the evidence rightly keeps the window anomalous.
+    for name, chosen in (("sr_one_labelled", [j for j, s in enumerate(true_sets) if len(s) == 1]),
+                         ("sr_several_labelled", [j for j, s in enumerate(true_sets) if len(s) > 1])):
+        rows = pos[chosen]
+        out[name] = float(success_rate(p_orig[rows], p_pert[rows], delta_sr)) if len(rows) else float("nan")
     for k in top_k:
         out[f"loc@{k}"] = (float(loc_at_k([tops[pos[j]][:k] for j in labelled], [true_sets[j] for j in labelled], k))
                            if labelled else float("nan"))
-    out["_raw"] = {"y": y, "p_orig": p_orig, "p_pert": p_pert, "tops": tops, "weights": weights, "heads": heads}
+    out["_raw"] = {"y": y, "p_orig": p_orig, "p_pert": p_pert, "p_other": p_other, "tops": tops, "weights": weights,
+                   "heads": heads}
     return out
 
 
@@ -100,9 +141,15 @@ def markdown_report(name: str, summary: dict[str, dict[str, float]], *, seeds: l
               f"{_fmt(summary['f1'])} |", ""]
     loc_cols = [f"loc@{k}" for k in top_k]
     lines += ["## Table II — instance-level localization (positive test bags)", "",
-              "| Model | " + " | ".join(c.replace("loc", "Loc") for c in loc_cols) + " | SR |",
-              "|---" * (len(loc_cols) + 2) + "|",
-              "| LogMILP | " + " | ".join(_fmt(summary[c]) for c in loc_cols) + f" | {_fmt(summary['sr'])} |", ""]
+              "| Model | " + " | ".join(c.replace("loc", "Loc") for c in loc_cols) + " | SR | SR, other line (control) |",
+              "|---" * (len(loc_cols) + 3) + "|",
+              "| LogMILP | " + " | ".join(_fmt(summary[c]) for c in loc_cols)
+              + f" | {_fmt(summary['sr'])} | {_fmt(summary.get('sr_other_line'))} |", "",
+              "SR: positive bags whose score drops by more than δ_sr when the top line is removed. The control "
+              "removes a random other line instead; SR means something only when it is well above its control. "
+              f"SR on bags with one labelled line: {_fmt(summary.get('sr_one_labelled'))}; with several: "
+              f"{_fmt(summary.get('sr_several_labelled'))} (removing one of several anomalous lines leaves the "
+              "window anomalous).", ""]
     if ablation:
         lines += ["## Table III — ablations (Δ = full − variant)", "",
                   "| Variant | Metric | Variant value | Δ (full − variant) |", "|---|---|---|---|"]
@@ -110,7 +157,7 @@ def markdown_report(name: str, summary: dict[str, dict[str, float]], *, seeds: l
         for variant, s in ablation.items():
             if variant == "full":
                 continue
-            for metric in ["precision", "recall", "f1", "loc@3", "sr"]:
+            for metric in ["precision", "recall", "f1", "loc@3", "sr", "sr_other_line"]:
                 if metric in s:
                     delta = full[metric]["mean"] - s[metric]["mean"]
                     lines.append(f"| {variant} | {metric} | {_fmt(s[metric])} | {delta:+.4f} |")

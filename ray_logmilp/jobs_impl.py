@@ -90,12 +90,16 @@ def train_main(args: argparse.Namespace) -> int:
 
 ABLATIONS: dict[str, list[str]] = {
     "w/o consistency": ["loss.use_consistency=false"],
+    # L_loc is our second counterfactual term (remove candidate lines, credit the one that matters), so
+    # the paper's "without consistency" question is only fully asked with both terms off.
+    "w/o counterfactual terms (L_con and L_loc)": ["loss.use_consistency=false", "loss.lambda_l=0"],
     "w/o prototypes": ["model.use_prototypes=false"],
     "w/o candidate bias": ["model.use_candidate_bias=false"],
     "mask perturbation": ["loss.perturbation=mask"],
     "w/o history window": ["model.history_window=0"],
     "paper's attention (heads score Z)": ["model.attention_input=encoder"],
     "without L_loc, paper's pooling (Z)": ["model.pooled_values=encoder", "loss.lambda_l=0"],
+    "w/o witness scores": ["model.witness_scores=false"],
 }
 
 

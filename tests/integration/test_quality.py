@@ -52,3 +52,11 @@ def test_evaluation_meets_the_ci_bar(evaluated, metric):
     metrics, stdout = evaluated
     value = metrics["summary"][metric]["mean"]
     assert value >= BARS[metric], f"{metric} = {value:.3f} < {BARS[metric]} (report:\n{stdout[-2500:]})"
+
+
+def test_sr_is_well_above_its_control(evaluated):
+    # SR only says the model relies on its top line if removing a random other line does not lower
+    # the score just as often (a model can learn to react to the perturbation itself).
+    metrics, stdout = evaluated
+    sr, control = metrics["summary"]["sr"]["mean"], metrics["summary"]["sr_other_line"]["mean"]
+    assert sr >= control + 0.1, f"SR {sr:.3f} vs control {control:.3f} (report:\n{stdout[-2500:]})"

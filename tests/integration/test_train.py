@@ -36,6 +36,7 @@ def test_two_worker_ddp_writes_a_bundle_that_loads_and_predicts(ray_local, small
     res = evaluate(bundle, data, top_k=[1, 3], delta_sr=0.1)
     assert np.all((res["_raw"]["p_orig"] >= 0) & (res["_raw"]["p_orig"] <= 1))
     assert res["bags"] == len(data.splits["test"])
+    assert {"sr", "sr_other_line", "sr_one_labelled", "sr_several_labelled"} <= set(res)
 
 
 def test_a_crashed_worker_resumes_from_the_last_checkpoint(ray_local, small_prepared, small_config, tmp_path):

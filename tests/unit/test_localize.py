@@ -124,3 +124,29 @@ def test_trained_model_localizes_the_special_line():
     assert loc_at_k([loc.indices for loc in locs], truth, k=3) >= 0.75
     assert loc_at_k([loc.indices for loc in locs], truth, k=1) >= 0.625
     assert success_rate([loc.p_orig for loc in locs], [loc.p_pert for loc in locs], delta_sr=0.5) == 1.0
+
+
+@pytest.mark.parametrize("perturbation", ["zero", "mask"])
+def test_sr_control_removes_a_random_real_line_other_than_the_key_one(perturbation):
+    from ray_logmilp.evaluation import remove_other_line
+
+    # Bag 0: 4 real lines; bag 1: 2 real lines + padding (holding 9s, which must never be picked);
+    # bag 2: a single line, which has no other line to remove.
+    x = torch.zeros(3, 4, 3)
+    x[0, :, 0] = torch.tensor([1.0, 2.0, 4.0, 8.0])                   # each line's removal drop is unique
+    x[1, :, 0] = torch.tensor([1.0, 2.0, 9.0, 9.0])
+    x[2, :, 0] = torch.tensor([5.0, 9.0, 9.0, 9.0])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    model = FixedAttentionModel(torch.zeros(3, 1, 4))
+    key = torch.tensor([2, 0, 0])
+    g = torch.Generator().manual_seed(0)
+    removed = {0: set(), 1: set()}
+    for _ in range(200):
+        p = remove_other_line(model, x, mask, key, g, perturbation)
+        assert p[2].item() == 5.0                                          # single line: score kept
+        assert p[1].item() == 1.0                                          # only line 1 may go: 3 − 2
+        drop0 = 15.0 - p[0].item()
+        removed[0].add(drop0)
+        removed[1].add(3.0 - p[1].item())
+    assert removed[0] == {1.0, 2.0, 8.0}                                   # every other line, never the key (4)
+    assert removed[1] == {2.0}
