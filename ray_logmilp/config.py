@@ -342,6 +342,12 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """"cosine": the learning rate follows a half cosine from ``lr`` down to ``lr · lr_min_factor`` over
+    the run's ``epochs × steps_per_epoch`` steps (a function of the step, so a resumed run continues
+    on the same curve). "constant": ``lr`` throughout."""
+    lr_min_factor: float = 0.05
+    """Where the cosine schedule ends, as a fraction of ``lr``."""
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     """Max gradient norm; 0 disables clipping."""
@@ -377,6 +383,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "num_workers", "num_to_keep"):
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(0 <= self.lr_min_factor <= 1, "lr_min_factor", f"must be in [0, 1], got {self.lr_min_factor}")
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
         _require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         _require(self.select_sr_weight >= 0, "select_sr_weight", f"must be >= 0, got {self.select_sr_weight}")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .config import ProjectConfig, from_dict, to_dict
+from .config import ProjectConfig, TrainConfig, from_dict, to_dict
 from .data import BagSet, PreparedData, collate, load_prepared
 from .losses import compute_losses, loss_config_for_epoch
 from .metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_rate
@@ -97,6 +97,14 @@ class LocalContext:
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+
+
+def learning_rate(tc: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of global step ``step`` (0-based) of ``total_steps`` under ``tc.lr_schedule``."""
+    if tc.lr_schedule == "constant" or total_steps <= 1:
+        return tc.lr
+    progress = min(step / (total_steps - 1), 1.0)
+    return tc.lr * (tc.lr_min_factor + (1.0 - tc.lr_min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def epoch_indices(labels: np.ndarray, steps: int, batch_size: int, seed: int, balanced: bool) -> np.ndarray:
@@ -231,7 +239,10 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
                                 seed=tc.seed * 100_003 + epoch * 1_009 + ctx.rank, balanced=tc.balanced_sampling)
         sums: dict[str, float] = {}
         loss_cfg = loss_config_for_epoch(cfg.loss, epoch)
-        for idx in batches:
+        for step_in_epoch, idx in enumerate(batches):
+            lr = learning_rate(tc, epoch * steps + step_in_epoch, tc.epochs * steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             x, mask, y, _ = collate(train_bags, idx, embeddings, max_len)
             with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss, terms, _ = compute_losses(train_model, x, mask, y, loss_cfg)
@@ -254,7 +265,8 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
         metrics = {"epoch": epoch, **{f"train_{k}": v / len(batches) for k, v in sums.items()},
                    **validation_metrics(val_bags.labels[idx].astype(int), p_orig, p_pert, cfg.eval.delta_sr,
                                         tc.select_sr_weight),
-                   "train_seconds": train_seconds, "bags_per_second": len(batches) * tc.batch_size / train_seconds}
+                   "train_seconds": train_seconds, "bags_per_second": len(batches) * tc.batch_size / train_seconds,
+                   "lr": lr}
         history.append(metrics)
         if ctx.rank == 0:
             ctx.progress(format_progress(metrics, tc.epochs))
