@@ -102,11 +102,6 @@ class ModelConfig:
     then sits on the anomalous line, but also on the lines after it, whose histories include it;
     L_loc (LossConfig.lambda_l) is what makes the heads prefer the anomaly over those carriers.
     0 = off (the paper's encoder)."""
-    history_pool: str = "max"
-    """How the history summary combines the R lines before a line: "max" (c_i = max_k (U h_{i−k} + o_k),
-    o_k an additive per-offset bias) or "sum" (c_i = Σ_k a_k ⊙ U h_{i−k}, a_k a learned per-offset,
-    per-feature weight: a learned causal depthwise convolution). A max passes gradient to one line per
-    feature; a sum to all of them."""
     pooled_values: str = "local"
     """What the pooling heads average: "local" (each line's own features H plus its history summary, as
     the heads score them; with LossConfig.lambda_l > 0) or "encoder" (the paper: Z). Ours, for
@@ -147,8 +142,6 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
-        if self.history_pool not in ("max", "sum"):
-            raise ValueError(f"ModelConfig.history_pool must be 'max' or 'sum', got {self.history_pool!r}")
         if self.pooled_values not in ("encoder", "local"):
             raise ValueError(f"ModelConfig.pooled_values must be 'encoder' or 'local', got {self.pooled_values!r}")
         if self.attention_input not in ATTENTION_INPUTS:
@@ -246,10 +239,7 @@ class LogMILP(nn.Module):
             self.relative_bias = nn.Parameter(torch.zeros(cfg.encoder_heads, 2 * cfg.relative_window + 1))
         if cfg.history_window:
             self.history_key = nn.Linear(d_h, d_h)                                    # U
-            if cfg.history_pool == "max":
-                self.history_offset = nn.Parameter(torch.zeros(d_h, cfg.history_window))  # o_k, oldest first
-            else:
-                self.history_weight = nn.Parameter(torch.full((d_h, cfg.history_window), 1.0 / cfg.history_window))  # a_k
+            self.history_offset = nn.Parameter(torch.zeros(d_h, cfg.history_window))  # o_k, oldest first
             self.history_out = nn.Linear(d_h, d_h)                                    # V
         if self.uses_encoder:
             layer = _DenseEncoderLayer(d_model=d_h, nhead=cfg.encoder_heads, dim_feedforward=cfg.ff_dim,
@@ -353,15 +343,8 @@ class LogMILP(nn.Module):
         return LogMILPOutput(logits, prob, attention, m, M_bag, E_bag, V_bag, s)
 
     def _history(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """c_i: the summary of the real lines i−R … i−1 (see ModelConfig.history_pool); 0 where there is none. [B,W,d_h]."""
+        """c_i = max over the real lines i−R … i−1 of (U h_j + o_{i−j}); 0 where there is none. [B,W,d_h]."""
         R, W = self.config.history_window, h.shape[1]
-        if self.config.history_pool == "sum":
-            u = self.history_key(h).masked_fill(~mask[..., None], 0.0)                # [B,W,d_h]
-            u = F.pad(u, (0, 0, R, 0))                                                 # [B,W+R,d_h]
-            c = u[:, :W] * self.history_weight[:, 0]                                   # j=0 ↦ line i−R
-            for j in range(1, R):
-                c = c + u[:, j:j + W] * self.history_weight[:, j]                      # j ↦ line i−R+j
-            return c.masked_fill(~mask[..., None], 0.0)
         # A large finite fill, not −inf: max() then never sees an all −inf window, and no NaN can arise
         # in backward; windows without a real line are zeroed below anyway.
         u = self.history_key(h).masked_fill(~mask[..., None], -1e4)                  # [B,W,d_h]

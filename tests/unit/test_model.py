@@ -273,7 +273,7 @@ def test_perturbation_never_picks_padding():
     {"pooled_values": "encoder"}, {"pooled_values": "local"},
     {"pooled_values": "local", "use_prototypes": False},          # nothing reads the encoder: not built
     {"pooled_values": "local", "use_prototypes": False, "relative_window": 2},
-    {"witness_scores": True}, {"witness_scores": False}, {"history_pool": "sum"},
+    {"witness_scores": True}, {"witness_scores": False}
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -302,7 +302,7 @@ def test_padding_invariance_for_every_pooling_choice(pooled_values, attention_in
     assert torch.allclose(a.attention, b.attention[:, :, :4], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False}, {"history_pool": "sum"}])
+@pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False}])
 def test_padding_invariance_with_and_without_witness_scores(options):
     model = tiny_model(**options).eval()
     x, mask = ragged_batch(lengths=(4,), w=4)
@@ -438,30 +438,6 @@ def test_history_summary_matches_its_definition():
                 # offset column R-k is line i-k (oldest first)
                 want = torch.stack([u[b, i - k] + model.history_offset[:, R - k] for k in range(1, R + 1)
                                     if i - k in seen]).amax(0)
-                assert torch.allclose(got[b, i], want, atol=1e-6), (b, i)
-
-
-def test_summed_history_matches_its_definition():
-    """history_pool="sum": c_i[d] = Σ over real j in i-R..i-1 of a_{i-j}[d] · (U h_j)[d], line by line."""
-    R = 3
-    model = tiny_model(history_window=R, history_pool="sum").eval()
-    assert not hasattr(model, "history_offset")
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        model.history_weight.copy_(torch.randn(model.history_weight.shape, generator=g))
-        h = torch.randn(2, 7, 32, generator=g)
-        mask = torch.ones(2, 7, dtype=torch.bool)
-        mask[0, 2] = False
-        mask[1, 5:] = False                                             # padding
-        got = model._history(h, mask)                                   # [2,7,32]
-        u = model.history_key(h)
-        for b in range(2):
-            for i in range(7):
-                want = torch.zeros(32)
-                if mask[b, i]:
-                    for k in range(1, R + 1):                           # weight column R-k is line i-k
-                        if i - k >= 0 and mask[b, i - k]:
-                            want += model.history_weight[:, R - k] * u[b, i - k]
                 assert torch.allclose(got[b, i], want, atol=1e-6), (b, i)
 
 
