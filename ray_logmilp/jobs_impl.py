@@ -99,7 +99,7 @@ ABLATIONS: dict[str, list[str]] = {
     "w/o history window": ["model.history_window=0"],
     "paper's attention (heads score Z)": ["model.attention_input=encoder"],
     "without L_loc, paper's pooling (Z)": ["model.pooled_values=encoder", "loss.lambda_l=0"],
-    "w/o witness scores": ["model.witness_scores=false"],
+    "with witness scores": ["model.witness_scores=true"],
 }
 
 
