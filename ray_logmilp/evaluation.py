@@ -100,8 +100,8 @@ def evaluate(bundle: Bundle, data: PreparedData, *, top_k: list[int], delta_sr: 
     # so a model whose score follows the evidence rightly keeps the window anomalous.
     for name, chosen in (("sr_one_labelled", [j for j, s in enumerate(true_sets) if len(s) == 1]),
                          ("sr_several_labelled", [j for j, s in enumerate(true_sets) if len(s) > 1])):
-        rows = pos[chosen]
-        out[name] = float(success_rate(p_orig[rows], p_pert[rows], delta_sr)) if len(rows) else float("nan")
+        group = pos[chosen]
+        out[name] = float(success_rate(p_orig[group], p_pert[group], delta_sr)) if len(group) else float("nan")
     for k in top_k:
         out[f"loc@{k}"] = (float(loc_at_k([tops[pos[j]][:k] for j in labelled], [true_sets[j] for j in labelled], k))
                            if labelled else float("nan"))
