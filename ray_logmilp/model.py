@@ -176,6 +176,8 @@ class LogMILPOutput(NamedTuple):
     E_bag: torch.Tensor      # [B]     entropy of the mean soft prototype assignment / log N
     V_bag: torch.Tensor      # [B]     mean_i m_i over real instances
     s: torch.Tensor          # [B,W,N] similarity to each prototype (N = 0 without prototypes)
+    scores: torch.Tensor     # [B,K,W] line scores: each head's attention logit before the softmax, −inf on
+    #                          padding. The softmax ignores a common shift; LossConfig.lambda_i pins it.
 
 
 def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
@@ -338,7 +340,7 @@ class LogMILP(nn.Module):
             features.append(att_logits.max(dim=-1).values)                            # [B,K] −inf padding never wins
         logits = self.classifier(torch.cat(features, dim=-1))                          # [B,2]
         prob = torch.softmax(logits, dim=-1)[:, 1]                                     # [B]
-        return LogMILPOutput(logits, prob, attention, m, M_bag, E_bag, V_bag, s)
+        return LogMILPOutput(logits, prob, attention, m, M_bag, E_bag, V_bag, s, att_logits)
 
     def _history(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """c_i = max over the real lines i−R … i−1 of (U h_j + o_{i−j}); 0 where there is none. [B,W,d_h]."""

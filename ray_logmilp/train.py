@@ -283,7 +283,7 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
 def format_progress(metrics: dict[str, Any], epochs: int) -> str:
     return (f"epoch {metrics['epoch'] + 1}/{epochs} loss {metrics['train_loss']:.4f} (cls {metrics['train_cls']:.4f} "
             f"proto {metrics['train_proto']:.4f} attn {metrics['train_attn']:.4f} con {metrics['train_con']:.4f} "
-            f"loc {metrics.get('train_loc', 0.0):.4f}) "
+            f"loc {metrics.get('train_loc', 0.0):.4f} inst {metrics.get('train_inst', 0.0):.4f}) "
             f"val F1 {metrics['val_f1']:.3f} AUC {metrics['val_auc']:.3f} SR {metrics['val_sr']:.3f} "
             f"[{metrics['bags_per_second']:.1f} bags/s]")
 

@@ -24,7 +24,8 @@ class FixedAttentionModel(nn.Module):
         logits = torch.stack([-prob, prob], dim=-1)
         zeros = torch.zeros_like(mask, dtype=x.dtype)
         z = torch.zeros_like(prob)
-        return LogMILPOutput(logits, prob, self.attention, zeros, z, z, z, zeros[..., None])
+        return LogMILPOutput(logits, prob, self.attention, zeros, z, z, z, zeros[..., None],
+                             torch.log(self.attention).masked_fill(~mask[:, None, :], float("-inf")))
 
 
 def _fixture():

@@ -14,6 +14,7 @@ from ray_logmilp.losses import (
     compute_losses,
     consistency_loss,
     focal_loss,
+    instance_loss,
     proto_loss,
 )
 from ray_logmilp.model import LogMILP, ModelConfig
@@ -134,7 +135,7 @@ def test_compute_losses_total_is_weighted_sum_of_terms():
     x, mask, y = _batch()
     cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.4)
     total, terms, out = compute_losses(model, x, mask, y, cfg)
-    assert set(terms) == {"loss", "cls", "proto", "attn", "con", "loc"}
+    assert set(terms) == {"loss", "cls", "proto", "attn", "con", "loc", "inst"}
     expected = (terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"]
                 + 0.4 * terms["loc"])
     assert total.item() == pytest.approx(expected, rel=1e-6)
@@ -210,6 +211,7 @@ def test_regularizers_ramp_in_over_the_warmup_epochs():
     cfg = LossConfig(lambda_a=0.02, lambda_c=1.0, lambda_p=0.1, regularizer_warmup_epochs=4)
     assert (loss_config_for_epoch(cfg, 0).lambda_a, loss_config_for_epoch(cfg, 0).lambda_c) == (0.0, 0.0)
     assert loss_config_for_epoch(dataclasses.replace(cfg, lambda_l=0.4), 2).lambda_l == pytest.approx(0.2)
+    assert loss_config_for_epoch(dataclasses.replace(cfg, lambda_i=0.3), 0).lambda_i == 0.3   # never ramped
     half = loss_config_for_epoch(cfg, 2)
     assert half.lambda_a == pytest.approx(0.01) and half.lambda_c == pytest.approx(0.5)
     assert half.lambda_p == pytest.approx(0.05)
@@ -278,3 +280,75 @@ def test_compute_losses_with_localization_term():
     assert len(calls) == 2 and terms["loc"] == 0.0
     with pytest.raises(ValueError, match="localization_candidates"):
         LossConfig(localization_candidates=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# instance-level MIL (L_inst)
+
+
+def _softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def test_instance_loss_hand_values():
+    inf = float("inf")
+    # Bag 0 positive (3 real lines), bag 1 negative (2 real lines + padding that holds −inf).
+    scores = torch.tensor([
+        [[-1.0, 2.0, 0.5, -inf], [0.0, -3.0, 1.0, -inf]],
+        [[-2.0, 1.0, -inf, -inf], [0.5, -0.5, -inf, -inf]],
+    ])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    y = torch.tensor([1, 0])
+    positive = (_softplus(-2.0) + _softplus(-1.0)) / 2                   # −log σ(top line), per head
+    negative = (_softplus(1.0) + _softplus(0.5)) / 2                     # −log(1 − σ(top line))
+    expected = (positive + negative) / 2
+    assert instance_loss(scores, mask, y).item() == pytest.approx(expected, rel=1e-6)
+    # Padding never counts: junk there (even above every real score) changes nothing, gets no gradient.
+    junk = scores.clone()
+    junk[0, :, 3] = 50.0
+    junk[1, :, 2:] = 50.0
+    junk.requires_grad_(True)
+    loss = instance_loss(junk, mask, y)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.all(junk.grad[~mask[:, None, :].expand_as(junk)] == 0)
+    # Each head's gradient reaches its top line only.
+    assert torch.count_nonzero(junk.grad) == 4
+
+
+def test_instance_loss_has_no_positional_shortcut():
+    """Low only when negatives score every line low and positives have a high line; scoring the same
+    line high in every bag (the first, say) must cost as much as a constant score."""
+    mask = torch.ones(2, 64, dtype=torch.bool)
+    y = torch.tensor([1, 0])
+    good = torch.full((2, 1, 64), -6.0)
+    good[0, 0, 17] = 6.0                                         # one anomalous line in the positive bag
+    first_line_high = torch.full((2, 1, 64), -6.0)
+    first_line_high[:, 0, 0] = 6.0
+    constant_high, constant_low = torch.full((2, 1, 64), 6.0), torch.full((2, 1, 64), -6.0)
+    assert instance_loss(good, mask, y).item() < 0.01
+    for degenerate in (first_line_high, constant_high, constant_low):
+        assert instance_loss(degenerate, mask, y).item() > 2.9
+
+
+def test_compute_losses_with_instance_term_uses_the_model_line_scores():
+    model = _model()
+    calls = _count_forwards(model)
+    x, mask, y = _batch()
+    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.0, lambda_i=0.25)
+    total, terms, out = compute_losses(model, x, mask, y, cfg)
+    assert len(calls) == 2                                       # no extra forward pass for L_inst
+    assert terms["inst"] == pytest.approx(instance_loss(out.scores, mask, y).item(), rel=1e-6)
+    expected = terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"] + 0.25 * terms["inst"]
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    # The scores are the logits behind the attention: softmax over real lines gives it back.
+    assert torch.allclose(torch.softmax(out.scores, dim=-1), out.attention, atol=1e-6)
+    # Only the instance term: its gradient reaches the pooling heads' scoring weights.
+    model.zero_grad()
+    only = LossConfig(lambda_p=0.0, lambda_a=0.0, lambda_c=0.0, lambda_l=0.0, lambda_i=1.0, use_consistency=False)
+    total, terms, _ = compute_losses(model, x, mask, y, only)
+    (total - compute_losses(model, x, mask, y, dataclasses.replace(only, lambda_i=0.0))[0]).backward()
+    assert model.attn_out_weight.grad is not None and model.attn_out_weight.grad.abs().sum() > 0
+    assert compute_losses(model, x, mask, y, dataclasses.replace(only, lambda_i=0.0))[1]["inst"] == 0.0
+    with pytest.raises(ValueError, match="lambda_i"):
+        LossConfig(lambda_i=-0.1)
