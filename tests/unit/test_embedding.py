@@ -57,7 +57,7 @@ def test_shapes_dtype_and_unit_norm():
     assert out.shape == (len(TEMPLATES), 64) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
     assert emb.embed([]).shape == (0, 64)
-    assert HashingEmbedder().embed(["x"]).shape == (1, 128)  # unfitted works, idf = 1
+    assert HashingEmbedder().embed(["x"]).shape == (1, 512)  # unfitted works, idf = 1
 
 
 def test_empty_template_gets_fixed_nonzero_vector():
