@@ -124,6 +124,12 @@ def _batch():
     return x, mask, y
 
 
+def _counted_model_and_batch():
+    """A small model whose forward calls are recorded, and a batch of 2 positive and 2 negative bags."""
+    model = _model()
+    return model, _count_forwards(model), _batch()
+
+
 def _count_forwards(model):
     calls = []
     model.register_forward_hook(lambda mod, args, out: calls.append((args[0].clone(), args[1].clone())))
@@ -148,9 +154,7 @@ def test_compute_losses_total_is_weighted_sum_of_terms():
 
 
 def test_compute_losses_second_pass_sees_original_and_perturbed_bags_stacked():
-    model = _model()
-    calls = _count_forwards(model)
-    x, mask, y = _batch()
+    model, calls, (x, mask, y) = _counted_model_and_batch()
     B = x.shape[0]
     _, _, out = compute_losses(model, x, mask, y, LossConfig(perturbation="zero", lambda_l=0.0))
     # With L_loc off: a no-grad probe on the bags, then one differentiable pass on [original; perturbed] (DDP-safe).
@@ -172,9 +176,7 @@ def test_compute_losses_second_pass_sees_original_and_perturbed_bags_stacked():
 
 
 def test_compute_losses_without_consistency_runs_once():
-    model = _model()
-    calls = _count_forwards(model)
-    x, mask, y = _batch()
+    model, calls, (x, mask, y) = _counted_model_and_batch()
     total, terms, _ = compute_losses(model, x, mask, y, LossConfig(use_consistency=False, lambda_l=0.0))
     assert len(calls) == 1
     assert terms["con"] == 0.0
@@ -262,9 +264,7 @@ def test_localization_loss_hand_values():
 
 
 def test_compute_losses_with_localization_term():
-    model = _model()
-    calls = _count_forwards(model)
-    x, mask, y = _batch()
+    model, calls, (x, mask, y) = _counted_model_and_batch()
     cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.5, localization_candidates=2)
     total, terms, _ = compute_losses(model, x, mask, y, cfg)
     # probe, the stacked differentiable pass, then the candidates of the 2 positive bags (2 each, no grad)
@@ -332,9 +332,7 @@ def test_instance_loss_has_no_positional_shortcut():
 
 
 def test_compute_losses_with_instance_term_uses_the_model_line_scores():
-    model = _model()
-    calls = _count_forwards(model)
-    x, mask, y = _batch()
+    model, calls, (x, mask, y) = _counted_model_and_batch()
     cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.0, lambda_i=0.25)
     total, terms, out = compute_losses(model, x, mask, y, cfg)
     assert len(calls) == 2                                       # no extra forward pass for L_inst
