@@ -144,7 +144,7 @@ class SearchConfig:
     startup_trials: int | None = None
     """Random trials before TPE models the space; ``None``: a third of num_samples, within [2, 10]."""
     include_defaults: bool = True
-    """Make trial 1 the base config's own values (where they lie inside the space)."""
+    """Make trial 1 the base config's own values (a value outside the space moves to its nearest bound)."""
     max_concurrent: int | None = None
     """Trials at once; ``None``: as many as the cluster's CPUs/GPUs hold at ``resources`` per trial."""
 
@@ -364,14 +364,28 @@ def validate_spec(spec: SweepSpec, cfg: ProjectConfig) -> None:
 
 
 def default_point(spec: SweepSpec, cfg: ProjectConfig) -> dict[str, Any]:
-    """The base config's own values of the searched keys that lie inside the space (trial 1)."""
+    """Trial 1: the base config's own values of the searched keys, one for *every* key.
+
+    A base value outside its range is moved to the nearest bound (a choice that lacks it takes its first
+    value), and logged. The point must be complete: Ray's OptunaSearch rejects a warm-start point that
+    names fewer keys than the space ("Dim of point ... do not match"), which is what a sweep started from
+    a tuned ``best.yaml`` (values from a wider space) ran into.
+    """
     point = {}
     for key, p in spec.space.items():
         value = _get_dotted(cfg, key)
         if p.contains(value):
             point[key] = value
+            continue
+        if p.type == "choice":
+            inside = p.values[0]
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            inside = p.low
         else:
-            log.info("base value %s=%r lies outside the searched range; trial 1 samples it", key, value)
+            inside = min(max(value, p.low), p.high)
+            inside = int(round(inside)) if p.is_integer else float(inside)
+        log.info("base value %s=%r lies outside the searched space; trial 1 uses %r", key, value, inside)
+        point[key] = inside
     return point
 
 

@@ -1,6 +1,8 @@
 """Sweep plumbing without Ray: search-space files, their validation, param spaces, best-YAML round trip."""
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 from pathlib import Path
@@ -79,10 +81,14 @@ def test_search_overrides_and_default_point(base_cfg):
                              ["search.num_samples=5", "space.loss.lambda_a.low=0.005"])
     assert spec.search.num_samples == 5
     point = default_point(spec, base_cfg)
-    # The base lambda_a (0.001) lies below the narrowed range: trial 1 samples it instead.
-    assert "loss.lambda_a" not in point
+    # The base lambda_a (0.001) lies below the narrowed range: trial 1 takes the nearest bound. The point
+    # names every key, because Ray's OptunaSearch rejects a partial warm-start point.
+    assert point["loss.lambda_a"] == 0.005
+    assert set(point) == set(spec.space)
     assert point["loss.lambda_p"] == base_cfg.loss.lambda_p
     assert point["model.num_prototypes"] == base_cfg.model.num_prototypes
+    wide = dataclasses.replace(base_cfg, model=dataclasses.replace(base_cfg.model, num_prototypes=64))
+    assert default_point(spec, wide)["model.num_prototypes"] == spec.space["model.num_prototypes"].high
 
 
 def test_cli_overrides_split_between_config_and_search_space(base_cfg):
