@@ -34,6 +34,8 @@ EMPTY_TOKEN = "<empty>"
 #: The spec ``kind`` of each embedder.
 HASHING_KIND = "hashing"
 SENTENCE_TRANSFORMER_KIND = "sentence_transformers"
+#: Hashing buckets when none are given; EmbeddingConfig.dim (config.py) says why 512.
+DEFAULT_HASHING_DIM = 512
 _KIND_ALIASES = {"sentence_transformer": SENTENCE_TRANSFORMER_KIND, "sentence-transformers": SENTENCE_TRANSFORMER_KIND}
 
 _TOKEN_RE = re.compile(r"<\*>|[A-Za-z0-9]+")
@@ -89,7 +91,7 @@ class HashingEmbedder:
     A template with no tokens maps to a fixed unit vector (the hashed ``<empty>`` feature).
     """
 
-    def __init__(self, dim: int = 512, ngram: tuple[int, int] = (1, 2), seed: int = 0, *,
+    def __init__(self, dim: int = DEFAULT_HASHING_DIM, ngram: tuple[int, int] = (1, 2), seed: int = 0, *,
                  lowercase: bool = True, split_camel: bool = True, sublinear_tf: bool = True) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"embedding.dim must be an integer >= 2, got {dim!r}")
@@ -319,7 +321,7 @@ def embedder_from_config(cfg: Any, texts: Sequence[str] | None = None) -> Embedd
     get = cfg.get if isinstance(cfg, Mapping) else (lambda k, d=None: getattr(cfg, k, d))
     kind = _kind(get("kind", HASHING_KIND))
     if kind == HASHING_KIND:
-        kwargs: dict[str, Any] = {"dim": get("dim", 512)}
+        kwargs: dict[str, Any] = {"dim": get("dim", DEFAULT_HASHING_DIM)}
         if get("ngram") is not None:
             kwargs["ngram"] = tuple(get("ngram"))
         if get("seed") is not None:

@@ -173,3 +173,11 @@ def test_sentence_transformer_requires_local_dir(tmp_path):
 def test_sentence_transformer_missing_dependency_message(tmp_path):
     with pytest.raises(ImportError, match=r"pip install ray-logmilp\[embed\]"):
         SentenceTransformerEmbedder(tmp_path)
+
+
+def test_the_project_default_and_the_embedder_default_agree():
+    from ray_logmilp.config import EmbeddingConfig
+    from ray_logmilp.embedding import DEFAULT_HASHING_DIM, embedder_from_config
+
+    assert EmbeddingConfig().dim == DEFAULT_HASHING_DIM == HashingEmbedder().dim
+    assert embedder_from_config({"kind": "hashing"}).dim == DEFAULT_HASHING_DIM
