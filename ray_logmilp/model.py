@@ -36,6 +36,7 @@ __all__ = [
 
 PERTURBATION_MODES = ("zero", "mask")
 ATTENTION_INPUTS = ("encoder", "local", "line")
+BAG_CLASSIFIERS = ("concat", "heads")
 
 
 @dataclass
@@ -119,6 +120,13 @@ class ModelConfig:
     1M-line benchmark corpus (3 seeds, 2,400 steps, test split) it did not beat the default: F1 0.891
     ± 0.005, Loc@3 0.731 ± 0.070, SR 0.767 ± 0.030 with it, against 0.900 ± 0.006, 0.713 ± 0.004 and
     0.773 ± 0.001 without (two seeds localized better, one worse). See docs/training.md."""
+    bag_classifier: str = "concat"
+    """How the bag score is read from the heads: "concat" (the paper: one MLP on [Z_cat ; F_p]) or "heads"
+    (ours: head k has its own small MLP on [z_k ; F_p] giving a logit ℓ_k, and the bag logit is the
+    smooth maximum logsumexp_k ℓ_k). A bag is anomalous when *some* line is, so with "heads" a head that
+    found the anomaly raises P on its own and the other heads cannot talk it down; with "concat" what
+    the other heads pooled (a benign open/close pair, say) can, and on the benchmark corpus rare windows
+    whose top line was the rare line still scored P < 0.5. Same parameter count as "concat" at K = 4."""
     attention_input: str = "local"
     """What the pooling heads score: "local" (the line's own features before the encoder: H plus its
     history summary), "line" (H alone, no history) or "encoder" (the paper: the Transformer output Z).
@@ -142,6 +150,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
         if self.pooled_values not in ("encoder", "local"):
             raise ValueError(f"ModelConfig.pooled_values must be 'encoder' or 'local', got {self.pooled_values!r}")
+        if self.bag_classifier not in BAG_CLASSIFIERS:
+            raise ValueError(f"ModelConfig.bag_classifier must be one of {BAG_CLASSIFIERS}, got {self.bag_classifier!r}")
         if self.attention_input not in ATTENTION_INPUTS:
             raise ValueError(f"ModelConfig.attention_input must be one of {ATTENTION_INPUTS}, got {self.attention_input!r}")
         if self.hidden_dim % self.encoder_heads:
@@ -259,13 +269,26 @@ class LogMILP(nn.Module):
         self.attn_out_bias = nn.Parameter(torch.zeros(K))                             # c_k
         nn.init.xavier_uniform_(self.attn_out_weight)
 
-        # Classifier on [Z_cat ; F_p (; witness scores)] → 2 logits.
-        self.classifier = nn.Sequential(
-            nn.Linear(K * d_h + 3 + (K if cfg.witness_scores else 0), d_h),
-            nn.GELU(),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(d_h, 2),
-        )
+        if cfg.bag_classifier == "concat":
+            # Classifier on [Z_cat ; F_p (; witness scores)] → 2 logits.
+            self.classifier = nn.Sequential(
+                nn.Linear(K * d_h + 3 + (K if cfg.witness_scores else 0), d_h),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(d_h, 2),
+            )
+        else:
+            # One MLP per head on [z_k ; F_p (; witness_k)], all K at once: hidden width d_h / K each keeps
+            # the parameter count of the concat classifier.
+            d_in, d_c = d_h + 3 + (1 if cfg.witness_scores else 0), max(1, d_h // K)
+            self.head_hidden_weight = nn.Parameter(torch.empty(K, d_in, d_c))
+            self.head_hidden_bias = nn.Parameter(torch.zeros(K, d_c))
+            self.head_out_weight = nn.Parameter(torch.empty(K, d_c))
+            self.head_out_bias = nn.Parameter(torch.zeros(K))
+            for k in range(K):   # nn.Linear's default init, per head
+                nn.init.kaiming_uniform_(self.head_hidden_weight[k].T, a=math.sqrt(5))
+                nn.init.kaiming_uniform_(self.head_out_weight[k:k + 1], a=math.sqrt(5))
+            self.head_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> LogMILPOutput:
         """Score a batch of bags.
@@ -331,16 +354,33 @@ class LogMILP(nn.Module):
         att_logits = att_logits.masked_fill(~mask[:, None, :], float("-inf"))
         attention = torch.softmax(att_logits, dim=-1)                                  # [B,K,W], 0 on padding
         pooled = z if cfg.pooled_values == "encoder" else h                            # [B,W,d_h]
-        z_cat = (attention @ pooled).reshape(B, -1)                                    # [B,K,d_h] → [B,K·d_h]
+        z_heads = attention @ pooled                                                   # [B,K,d_h]
 
         # --- bag classifier ----------------------------------------------------------------------
         f_p = torch.stack([M_bag, E_bag, V_bag], dim=-1)                               # [B,3]
-        features = [z_cat, f_p]
-        if cfg.witness_scores:
-            features.append(att_logits.max(dim=-1).values)                            # [B,K] −inf padding never wins
-        logits = self.classifier(torch.cat(features, dim=-1))                          # [B,2]
+        witness = att_logits.max(dim=-1).values if cfg.witness_scores else None       # [B,K] −inf padding never wins
+        if cfg.bag_classifier == "concat":
+            features = [z_heads.reshape(B, -1), f_p] + ([witness] if witness is not None else [])  # Z_cat [B,K·d_h]
+            logits = self.classifier(torch.cat(features, dim=-1))                      # [B,2]
+        else:
+            logits = self._any_head_logits(z_heads, f_p, witness)                      # [B,2]
         prob = torch.softmax(logits, dim=-1)[:, 1]                                     # [B]
         return LogMILPOutput(logits, prob, attention, m, M_bag, E_bag, V_bag, s, att_logits)
+
+    def _any_head_logits(self, z_heads: torch.Tensor, f_p: torch.Tensor,
+                         witness: torch.Tensor | None) -> torch.Tensor:
+        """bag_classifier="heads": ℓ_k = MLP_k([z_k ; F_p (; witness_k)]), ℓ = logsumexp_k ℓ_k. Returns the
+        logits [B,2] = [−ℓ/2, ℓ/2], so softmax(...)[:, 1] = sigmoid(ℓ) and the focal loss reads them as before."""
+        B, K, _ = z_heads.shape
+        parts = [z_heads, f_p[:, None, :].expand(B, K, 3)]
+        if witness is not None:
+            parts.append(witness[..., None])
+        u = torch.cat(parts, dim=-1)                                                   # [B,K,d_in]
+        hidden = torch.einsum("bki,kic->bkc", u, self.head_hidden_weight) + self.head_hidden_bias  # [B,K,d_c]
+        hidden = self.head_dropout(F.gelu(hidden))
+        head_logit = (hidden * self.head_out_weight).sum(dim=-1) + self.head_out_bias  # [B,K]
+        bag_logit = torch.logsumexp(head_logit, dim=-1)                                # [B]
+        return torch.stack([-0.5 * bag_logit, 0.5 * bag_logit], dim=-1)               # [B,2]
 
     def _history(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """c_i = max over the real lines i−R … i−1 of (U h_j + o_{i−j}); 0 where there is none. [B,W,d_h]."""

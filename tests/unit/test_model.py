@@ -302,7 +302,8 @@ def test_padding_invariance_for_every_pooling_choice(pooled_values, attention_in
     assert torch.allclose(a.attention, b.attention[:, :, :4], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False}])
+@pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False},
+                                     {"bag_classifier": "heads"}, {"bag_classifier": "heads", "witness_scores": True}])
 def test_padding_invariance_with_and_without_witness_scores(options):
     model = tiny_model(**options).eval()
     x, mask = ragged_batch(lengths=(4,), w=4)
@@ -323,6 +324,29 @@ def test_witness_scores_make_the_classifier_read_absolute_line_scores():
         after = model(x, mask)
         assert torch.allclose(before.attention, after.attention, atol=1e-6)
         assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, witness
+
+
+def test_heads_classifier_lets_one_head_decide_alone():
+    """With bag_classifier="heads" the bag logit is logsumexp over per-head logits: one confident head
+    raises P however the others score, and P never falls below what the most confident head says."""
+    model = tiny_model(bag_classifier="heads").eval()
+    x, mask = ragged_batch()
+    with torch.no_grad():
+        model.head_out_bias.zero_()
+        base = model(x, mask)
+        model.head_out_bias[1] = 20.0                   # head 1 alone becomes confident
+        raised = model(x, mask)
+    assert (base.prob < 0.99).all() and (raised.prob > 0.999).all()
+    assert torch.allclose(raised.logits[:, 1], -raised.logits[:, 0])        # [−ℓ/2, ℓ/2]
+    assert torch.allclose(torch.sigmoid(raised.logits[:, 1] * 2), raised.prob, atol=1e-6)
+
+
+def test_heads_classifier_has_the_concat_parameter_count():
+    count = lambda m: sum(p.numel() for p in m.parameters())              # noqa: E731
+    concat, heads = tiny_model(), tiny_model(bag_classifier="heads")
+    assert abs(count(heads) - count(concat)) / count(concat) < 0.05
+    with pytest.raises(ValueError, match="bag_classifier"):
+        tiny_model(bag_classifier="vote")
 
 
 def test_encoder_is_built_only_when_something_reads_it():
