@@ -341,10 +341,15 @@ def test_heads_classifier_lets_one_head_decide_alone():
     assert torch.allclose(torch.sigmoid(raised.logits[:, 1] * 2), raised.prob, atol=1e-6)
 
 
-def test_heads_classifier_has_the_concat_parameter_count():
-    count = lambda m: sum(p.numel() for p in m.parameters())              # noqa: E731
-    concat, heads = tiny_model(), tiny_model(bag_classifier="heads")
-    assert abs(count(heads) - count(concat)) / count(concat) < 0.05
+def test_heads_classifier_is_one_mlp_per_head_of_width_hidden_over_heads():
+    cfg = tiny_config(bag_classifier="heads")
+    model = LogMILP(cfg)
+    K, d_in, d_c = cfg.attention_heads, cfg.hidden_dim + 3, cfg.hidden_dim // cfg.attention_heads
+    assert not hasattr(model, "classifier")
+    assert model.head_hidden_weight.shape == (K, d_in, d_c) and model.head_out_weight.shape == (K, d_c)
+    # The documented size: K · (d_in·d_c weights + d_c hidden biases + d_c output weights + 1 output bias).
+    size = sum(p.numel() for name, p in model.named_parameters() if name.startswith("head_"))
+    assert size == K * (d_in * d_c + 2 * d_c + 1)
     with pytest.raises(ValueError, match="bag_classifier"):
         tiny_model(bag_classifier="vote")
 
