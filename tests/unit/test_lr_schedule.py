@@ -6,6 +6,8 @@ import pytest
 from ray_logmilp.config import ConfigError, TrainConfig, load_project
 from ray_logmilp.train import learning_rate
 
+from .tiny_data import TINY_MODEL, tiny_prepared
+
 
 def test_constant_schedule_is_the_base_rate():
     tc = TrainConfig(lr=3e-3)
@@ -29,34 +31,18 @@ def test_schedule_settings_are_validated_with_the_flag_name():
         load_project(None, ["train.lr_min_factor=1.5"])
 
 
-def _tiny_data(n_bags: int = 24, w: int = 6, d: int = 8):
-    import numpy as np
-
-    from ray_logmilp.data import BagSet, PreparedData
-
-    rng = np.random.default_rng(0)
-    labels = (np.arange(n_bags) % 2).astype(np.int8)
-    ids = rng.integers(0, 4, size=(n_bags, w)).astype(np.int32)
-    ids[labels == 1, 2] = 4                                    # template 4 only in positive bags
-    bags = BagSet(np.arange(n_bags, dtype=np.int64), labels, np.arange(0, n_bags * w + 1, w, dtype=np.int64),
-                  ids.reshape(-1), np.zeros(n_bags * w, np.int8))
-    emb = rng.standard_normal((5, d)).astype(np.float32)
-    return PreparedData(root="", embeddings=emb, splits={"train": bags, "val": bags}, manifest={})
-
-
 def test_fit_follows_the_schedule_across_a_resume(tmp_path):
     from ray_logmilp.train import LocalContext, fit
 
-    overrides = ["model.hidden_dim=16", "model.ff_dim=16", "model.attention_dim=8", "model.num_prototypes=2",
-                 "train.steps_per_epoch=3", "train.batch_size=4", "train.lr_schedule=cosine",
+    overrides = [*TINY_MODEL, "train.steps_per_epoch=3", "train.batch_size=4", "train.lr_schedule=cosine",
                  "train.lr_min_factor=0.1"]
     cfg = load_project(None, overrides + ["train.epochs=2"])
     ctx = LocalContext(tmp_path / "run", device="cpu")
-    fit(cfg, _tiny_data(), ctx, scratch_dir=str(tmp_path / "scratch"))
+    fit(cfg, tiny_prepared(), ctx, scratch_dir=str(tmp_path / "scratch"))
     # A longer run resumes from epoch 2's checkpoint; the curve is the 4-epoch one from the start.
     cfg4 = load_project(None, overrides + ["train.epochs=4"])
     ctx4 = LocalContext(tmp_path / "run", device="cpu")
-    fit(cfg4, _tiny_data(), ctx4, scratch_dir=str(tmp_path / "scratch4"))
+    fit(cfg4, tiny_prepared(), ctx4, scratch_dir=str(tmp_path / "scratch4"))
     lrs = [m["lr"] for m in ctx4.history]
     assert [m["epoch"] for m in ctx4.history] == [2, 3]
     assert lrs == pytest.approx([learning_rate(cfg4.train, 8, 12), learning_rate(cfg4.train, 11, 12)])
