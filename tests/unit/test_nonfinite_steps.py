@@ -97,3 +97,37 @@ def test_a_diverged_run_stops_with_an_error_naming_what_to_change(tmp_path, monk
     ctx = LocalContext(tmp_path / "run", device="cpu")
     with pytest.raises(FloatingPointError, match=r"3 steps in a row had non-finite gradients.*train\.lr"):
         fit(_tiny_cfg(), tiny_prepared(), ctx, scratch_dir=str(tmp_path / "scratch"))
+
+
+def _attention_ops(flag: bool) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    from ray_logmilp.model import LogMILP, ModelConfig
+
+    torch.manual_seed(0)
+    model = LogMILP(ModelConfig(input_dim=16, dropout=0.0))
+    x = torch.randn(2, 8, 16)                                  # [B,W,d]
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    with profile(activities=[ProfilerActivity.CPU]) as prof, train_module.training_attention_kernels(flag):
+        model(x, mask).prob.sum().backward()
+    return {e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product")}
+
+
+def test_bf16_training_runs_the_encoder_attention_on_the_math_kernel():
+    """The memory-efficient kernel's bf16 backward gave NaN gradients on an H200 (training_attention_kernels)."""
+    assert _attention_ops(True) == {"aten::_scaled_dot_product_attention_math"}
+    assert "aten::_scaled_dot_product_attention_math" not in _attention_ops(False)   # fp32: PyTorch chooses
+
+
+def test_fit_enters_the_attention_kernel_choice_for_every_step(tmp_path, monkeypatch):
+    flags = []
+    real = train_module.training_attention_kernels
+
+    def spy(bf16):
+        flags.append(bf16)
+        return real(bf16)
+    monkeypatch.setattr(train_module, "training_attention_kernels", spy)
+    fit(_tiny_cfg(epochs=1), tiny_prepared(), LocalContext(tmp_path / "run", device="cpu"),
+        scratch_dir=str(tmp_path / "scratch"))
+    assert flags == [False] * 4                                # bf16 applies on CUDA only
