@@ -1,6 +1,6 @@
 """CUDA: the model on the GPU, fit() with bf16 autocast, Ray Train on the GPU, scoring on the GPU.
 
-Skipped without CUDA (CI has no GPU); run them on a GPU machine with `pytest -m gpu`.
+Skipped without CUDA (CI has no GPU); on a GPU machine run `pytest tests/gpu`.
 """
 from __future__ import annotations
 
