@@ -301,10 +301,11 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
 def training_attention_kernels(bf16: bool):
     """The scaled-dot-product-attention kernels the encoder may use in training.
 
-    Why: in bf16 on an H200, PyTorch's memory-efficient attention kernel (the default for our masked
-    encoder) returned NaN gradients from a finite loss: 11 of 17 runs on the synthetic benchmark (2,400
-    steps each, one of 4,800) began doing so after 1,200 to 2,200 steps, and then on most steps (100–180
-    of 200), so training diverged. With the math kernel, 4 of the settings that had diverged trained all 2,400
+    Why: in bf16 on an H200, with the kernel PyTorch chose by default (not the math one; which fused
+    kernel it picked was not recorded, and flash attention refuses our masks), training returned NaN
+    gradients from a finite loss: 11 of 17 runs on the synthetic benchmark (2,400 steps each, one of
+    4,800) began doing so after 1,200 to 2,200 steps, and then on most steps (100–180 of 200), so
+    training diverged. With the math kernel, 4 of the settings that had diverged trained all 2,400
     steps without one non-finite step (as did fp32). Windows are short (64 lines): the cost is small.
     """
     if not bf16:

@@ -92,7 +92,7 @@ def gpu_config(small_config, small_prepared, tmp_path_factory):
 
 
 def test_fit_on_cuda_in_bf16_trains_attention_on_the_math_kernel(tmp_path, monkeypatch):
-    """bf16 + the memory-efficient kernel diverged on an H200 (train.training_attention_kernels)."""
+    """bf16 with PyTorch's default attention kernel diverged on an H200 (train.training_attention_kernels)."""
     import ray_logmilp.train as train_module
     from ray_logmilp.config import load_project
 

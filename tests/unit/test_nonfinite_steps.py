@@ -115,7 +115,7 @@ def _attention_ops(flag: bool) -> set[str]:
 
 
 def test_bf16_training_runs_the_encoder_attention_on_the_math_kernel():
-    """The memory-efficient kernel's bf16 backward gave NaN gradients on an H200 (training_attention_kernels)."""
+    """bf16 training with PyTorch's default attention kernel gave NaN gradients on an H200 (see train.py)."""
     assert _attention_ops(True) == {"aten::_scaled_dot_product_attention_math"}
     assert "aten::_scaled_dot_product_attention_math" not in _attention_ops(False)   # fp32: PyTorch chooses
 
