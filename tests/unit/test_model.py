@@ -273,7 +273,8 @@ def test_perturbation_never_picks_padding():
     {"pooled_values": "encoder"}, {"pooled_values": "local"},
     {"pooled_values": "local", "use_prototypes": False},          # nothing reads the encoder: not built
     {"pooled_values": "local", "use_prototypes": False, "relative_window": 2},
-    {"witness_scores": True}, {"witness_scores": False}
+    {"witness_scores": True}, {"witness_scores": False}, {"evidence_counts": True},
+    {"evidence_counts": True, "witness_scores": True, "bag_classifier": "heads"},
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -303,7 +304,9 @@ def test_padding_invariance_for_every_pooling_choice(pooled_values, attention_in
 
 
 @pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False},
-                                     {"bag_classifier": "heads"}, {"bag_classifier": "heads", "witness_scores": True}])
+                                     {"bag_classifier": "heads"}, {"bag_classifier": "heads", "witness_scores": True},
+                                     {"evidence_counts": True},
+                                     {"evidence_counts": True, "bag_classifier": "heads"}])
 def test_padding_invariance_with_and_without_witness_scores(options):
     model = tiny_model(**options).eval()
     x, mask = ragged_batch(lengths=(4,), w=4)
@@ -324,6 +327,36 @@ def test_witness_scores_make_the_classifier_read_absolute_line_scores():
         after = model(x, mask)
         assert torch.allclose(before.attention, after.attention, atol=1e-6)
         assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, witness
+
+
+@pytest.mark.parametrize("bag_classifier", ["concat", "heads"])
+def test_evidence_counts_tell_one_flagged_line_from_two(bag_classifier):
+    """Softmax pooling averages: a window holding the same line twice pools exactly what it pools with the
+    line once, so removing one of two anomalous lines cannot change P (SR fails on such windows). The
+    soft count Σ_i σ(s_ik) is additive and tells the two apart."""
+    line = torch.randn(1, 1, D)
+    once, twice = line, line.repeat(1, 2, 1)                 # [1,1,D], [1,2,D]: lines only, no order or history
+    for counts in (False, True):
+        model = tiny_model(evidence_counts=counts, bag_classifier=bag_classifier, positional_encoding=False,
+                           history_window=0, use_prototypes=False).eval()
+        a = model(once, torch.ones(1, 1, dtype=torch.bool))
+        b = model(twice, torch.ones(1, 2, dtype=torch.bool))
+        assert torch.allclose(a.attention[..., 0], 2 * b.attention[..., 0], atol=1e-6)  # the same score per line
+        same = torch.allclose(a.logits, b.logits, atol=1e-6)
+        assert same != counts, f"evidence_counts={counts}"
+
+
+def test_evidence_counts_follow_the_absolute_line_scores():
+    """The count reads σ of each logit, so unlike the softmax it sees a common shift of every line's score."""
+    x, mask = ragged_batch()
+    for counts, should_change in ((False, False), (True, True)):
+        model = tiny_model(evidence_counts=counts).eval()
+        before = model(x, mask)
+        with torch.no_grad():
+            model.attn_out_bias -= 3.0
+        after = model(x, mask)
+        assert torch.allclose(before.attention, after.attention, atol=1e-6)
+        assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, counts
 
 
 def test_heads_classifier_lets_one_head_decide_alone():
