@@ -93,6 +93,7 @@ ABLATIONS: dict[str, list[str]] = {
     # L_loc is our second counterfactual term (remove candidate lines, credit the one that matters), so
     # the paper's "without consistency" question is only fully asked with both terms off.
     "w/o counterfactual terms (L_con and L_loc)": ["loss.use_consistency=false", "loss.lambda_l=0"],
+    "w/o L_inst": ["loss.lambda_i=0"],
     "w/o prototypes": ["model.use_prototypes=false"],
     "w/o candidate bias": ["model.use_candidate_bias=false"],
     "mask perturbation": ["loss.perturbation=mask"],

@@ -139,11 +139,11 @@ def _count_forwards(model):
 def test_compute_losses_total_is_weighted_sum_of_terms():
     model = _model()
     x, mask, y = _batch()
-    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.4)
+    cfg = LossConfig(lambda_p=0.3, lambda_a=0.2, lambda_c=0.7, lambda_l=0.4, lambda_i=0.6)
     total, terms, out = compute_losses(model, x, mask, y, cfg)
     assert set(terms) == {"loss", "cls", "proto", "attn", "con", "loc", "inst"}
     expected = (terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"]
-                + 0.4 * terms["loc"])
+                + 0.4 * terms["loc"] + 0.6 * terms["inst"])
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert terms["loss"] == pytest.approx(total.item(), rel=1e-6)
     assert out.prob.shape == (4,)
@@ -270,7 +270,8 @@ def test_compute_losses_with_localization_term():
     # probe, the stacked differentiable pass, then the candidates of the 2 positive bags (2 each, no grad)
     assert len(calls) == 3 and calls[2][0].shape[0] == 2 * 2
     assert terms["loc"] > 0
-    expected = terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"] + 0.5 * terms["loc"]
+    expected = (terms["cls"] + 0.3 * terms["proto"] + 0.2 * terms["attn"] + 0.7 * terms["con"] + 0.5 * terms["loc"]
+                + cfg.lambda_i * terms["inst"])
     assert total.item() == pytest.approx(expected, rel=1e-6)
     total.backward()
     assert model.attn_out_weight.grad is not None
