@@ -39,7 +39,8 @@ BUNDLE_VERSION = 1
 # before the option existed (it was trained without it). Today's defaults differ, so a missing key must not
 # silently take today's default.
 LEGACY_MODEL_OPTIONS = {"history_window": 0, "attention_input": "encoder", "pooled_values": "encoder",
-                        "witness_scores": False, "evidence_counts": False}
+                        "witness_scores": False, "evidence_counts": False,
+                        "localizer_head": False}
 PAYLOAD_FILES = ("weights.safetensors", "templates.parquet", "parser.json", "embedder.json", "format.json",
                  "metrics.json")
 

@@ -275,6 +275,7 @@ def test_perturbation_never_picks_padding():
     {"pooled_values": "local", "use_prototypes": False, "relative_window": 2},
     {"witness_scores": True}, {"witness_scores": False}, {"evidence_counts": True},
     {"evidence_counts": True, "witness_scores": True, "bag_classifier": "heads"},
+    {"localizer_head": True}, {"localizer_head": True, "witness_scores": True, "evidence_counts": True},
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -306,7 +307,8 @@ def test_padding_invariance_for_every_pooling_choice(pooled_values, attention_in
 @pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False},
                                      {"bag_classifier": "heads"}, {"bag_classifier": "heads", "witness_scores": True},
                                      {"evidence_counts": True},
-                                     {"evidence_counts": True, "bag_classifier": "heads"}])
+                                     {"evidence_counts": True, "bag_classifier": "heads"},
+                                     {"localizer_head": True}])
 def test_padding_invariance_with_and_without_witness_scores(options):
     model = tiny_model(**options).eval()
     x, mask = ragged_batch(lengths=(4,), w=4)
@@ -357,6 +359,26 @@ def test_evidence_counts_follow_the_absolute_line_scores():
         after = model(x, mask)
         assert torch.allclose(before.attention, after.attention, atol=1e-6)
         assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, counts
+
+
+def test_localizer_head_localizes_without_feeding_the_classifier():
+    """With localizer_head the output's attention is the extra head's alone, and P does not read it: the
+    localizer's weights change where it points, never the bag score."""
+    x, mask = ragged_batch()
+    model = tiny_model(localizer_head=True).eval()
+    K = model.config.attention_heads
+    before = model(x, mask)
+    assert before.attention.shape == (3, 1, x.shape[1]) and before.scores.shape == (3, K + 1, x.shape[1])
+    assert torch.allclose(before.attention.sum(dim=-1), torch.ones(3, 1))
+    with torch.no_grad():
+        model.attn_out_weight[K] = torch.randn_like(model.attn_out_weight[K]) * 5   # only the localizer's w
+    after = model(x, mask)
+    assert torch.equal(before.prob, after.prob)
+    assert not torch.allclose(before.attention, after.attention)
+    # and the pooling heads do feed P
+    with torch.no_grad():
+        model.attn_out_weight[0] = torch.randn_like(model.attn_out_weight[0]) * 5
+    assert not torch.allclose(model(x, mask).prob, after.prob)
 
 
 def test_heads_classifier_lets_one_head_decide_alone():
