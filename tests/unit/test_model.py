@@ -318,17 +318,19 @@ def test_padding_invariance_with_and_without_witness_scores(options):
     assert torch.allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
 
 
-def test_witness_scores_make_the_classifier_read_absolute_line_scores():
-    """Softmax pooling is blind to a shift of every line's logit; the witness (max logit) is not."""
+@pytest.mark.parametrize("option", ["witness_scores", "evidence_counts"])
+def test_line_score_features_make_the_classifier_read_absolute_line_scores(option):
+    """Softmax pooling is blind to a shift of every line's logit; the witness (max logit) and the
+    evidence count (Σ σ(logit)) are not."""
     x, mask = ragged_batch()
-    for witness, should_change in ((False, False), (True, True)):
-        model = tiny_model(witness_scores=witness).eval()
+    for on, should_change in ((False, False), (True, True)):
+        model = tiny_model(**{option: on}).eval()
         before = model(x, mask)
         with torch.no_grad():
             model.attn_out_bias += 3.0                  # the same shift for every line of every head
         after = model(x, mask)
         assert torch.allclose(before.attention, after.attention, atol=1e-6)
-        assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, witness
+        assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, (option, on)
 
 
 @pytest.mark.parametrize("bag_classifier", ["concat", "heads"])
@@ -346,19 +348,6 @@ def test_evidence_counts_tell_one_flagged_line_from_two(bag_classifier):
         assert torch.allclose(a.attention[..., 0], 2 * b.attention[..., 0], atol=1e-6)  # the same score per line
         same = torch.allclose(a.logits, b.logits, atol=1e-6)
         assert same != counts, f"evidence_counts={counts}"
-
-
-def test_evidence_counts_follow_the_absolute_line_scores():
-    """The count reads σ of each logit, so unlike the softmax it sees a common shift of every line's score."""
-    x, mask = ragged_batch()
-    for counts, should_change in ((False, False), (True, True)):
-        model = tiny_model(evidence_counts=counts).eval()
-        before = model(x, mask)
-        with torch.no_grad():
-            model.attn_out_bias -= 3.0
-        after = model(x, mask)
-        assert torch.allclose(before.attention, after.attention, atol=1e-6)
-        assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, counts
 
 
 def test_localizer_head_localizes_without_feeding_the_classifier():
