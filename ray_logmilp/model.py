@@ -300,17 +300,18 @@ class LogMILP(nn.Module):
         self.attn_out_bias = nn.Parameter(torch.zeros(n_heads))                       # c_k
         nn.init.xavier_uniform_(self.attn_out_weight)
 
+        n_extras = int(cfg.witness_scores) + int(cfg.evidence_counts)                 # per-head scalars for the classifier
         if cfg.bag_classifier == "concat":
             # Classifier on [Z_cat ; F_p (; witness scores) (; evidence counts)] → 2 logits.
             self.classifier = nn.Sequential(
-                nn.Linear(K * d_h + 3 + K * (int(cfg.witness_scores) + int(cfg.evidence_counts)), d_h),
+                nn.Linear(K * d_h + 3 + K * n_extras, d_h),
                 nn.GELU(),
                 nn.Dropout(cfg.dropout),
                 nn.Linear(d_h, 2),
             )
         else:
             # One MLP per head on [z_k ; F_p (; witness_k) (; n_k)], all K at once, each d_h / K wide.
-            d_in, d_c = d_h + 3 + int(cfg.witness_scores) + int(cfg.evidence_counts), max(1, d_h // K)
+            d_in, d_c = d_h + 3 + n_extras, max(1, d_h // K)
             self.head_hidden_weight = nn.Parameter(torch.empty(K, d_in, d_c))
             self.head_hidden_bias = nn.Parameter(torch.zeros(K, d_c))
             self.head_out_weight = nn.Parameter(torch.empty(K, d_c))
