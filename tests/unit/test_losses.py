@@ -44,6 +44,23 @@ def test_focal_loss_accepts_float_labels():
     assert focal_loss(logits, torch.tensor([1.0])).item() == pytest.approx(0.0044950, abs=1e-6)
 
 
+def test_focal_loss_positive_cap_stops_only_capped_positives():
+    # p = 3/4 for the first positive (at or above a 0.6 cap: 0) and 1/4 for the second (below: −α (3/4)^2
+    # log(1/4) = 0.25 · 0.5625 · 1.386294 = 0.1949476); the negative has P = 3/4 (p_t = 1/4), which a cap
+    # on positives never touches: 0.75 · 0.5625 · 1.386294 = 0.5848428. Mean over all three bags.
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0], [0.0, math.log(3.0)]])
+    y = torch.tensor([1, 1, 0])
+    expected = (0.0 + 0.1949476 + 0.5848428) / 3
+    assert focal_loss(logits, y, gamma=2.0, alpha=0.25, positive_cap=0.6).item() == pytest.approx(expected, abs=1e-6)
+    # A cap above the first positive's P leaves it in: 0.25 · 0.0625 · 0.287682 = 0.0044950.
+    assert focal_loss(logits, y, gamma=2.0, alpha=0.25, positive_cap=0.8).item() == pytest.approx(
+        (0.0044950 + 0.1949476 + 0.5848428) / 3, abs=1e-6)
+    # The capped bag passes no gradient.
+    logits = logits.clone().requires_grad_(True)
+    focal_loss(logits, y, gamma=2.0, alpha=0.25, positive_cap=0.6).backward()
+    assert torch.all(logits.grad[0] == 0) and torch.any(logits.grad[1] != 0)
+
+
 def test_proto_loss_hand_values():
     # Positives: max(0, 0.8 − 0.5) = 0.3 and max(0, 0.8 − 0.9) = 0 → mean 0.15
     # Negatives: max(0, 0.5 − 0.2) = 0.3 and max(0, 0.5 − 0.7) = 0 → mean 0.15; w_ent = 2 → 0.3
@@ -102,6 +119,8 @@ def test_loss_config_validation():
         LossConfig(lambda_c=-1.0)
     with pytest.raises(ValueError, match="focal_alpha"):
         LossConfig(focal_alpha=1.5)
+    with pytest.raises(ValueError, match="positive_cap"):
+        LossConfig(positive_cap=0.3)
 
 
 # ------------------------------------------------------------------------------------------------
