@@ -133,18 +133,19 @@ class ModelConfig:
     2,400 steps, test split) F1 0.912 / 0.933, Loc@3 0.869 / 0.830, SR 0.769 / 0.724, against the
     defaults' 0.906, 0.902, 0.875 (3 seeds): the pooling heads gathered redundant evidence again, so
     removing the one line the localizer picks moved P less often."""
-    evidence_counts: bool = True
+    evidence_counts: bool = False
     """Also give the classifier each head's soft count of flagged lines, n_k = Σ_i σ(s_ik) over the real
-    lines, where s_ik is head k's attention logit for line i. Not in the paper; ours. Softmax pooling is
-    normalised: with two anomalous lines in a window, removing the top one moves the attention to the
-    other and the pooled features barely change, so P cannot drop and SR (eq. 6) fails on windows with
-    more than one anomalous line (on the benchmark corpus 43% of positive windows hold 2 or 3; SR on
-    them was 0.68–0.86 against 0.97 with one). The count is additive: removing a flagged line lowers it
-    by about one, removing a normal line (σ ≈ 0) by about nothing. Padding has logit −inf and counts 0.
-    Alone it did little (seed 0: SR 0.850 against 0.875 without), because the focal loss pushed every
-    positive window to P ≈ 1 whatever the count; with ``LossConfig.positive_cap`` (on since 2026-11-25)
-    P can grade with it, and SR on windows with several anomalous lines rose to 0.92 (3 seeds,
-    docs/training.md). Bundles written before the option existed load with it off."""
+    lines, where s_ik is head k's attention logit for line i. Not in the paper; ours, off by default.
+    Softmax pooling is normalised: with two anomalous lines in a window, removing the top one moves the
+    attention to the other and the pooled features barely change, so P cannot drop and SR (eq. 6) fails
+    on every window with more than one anomalous line (on the benchmark corpus 43% of positive windows
+    hold 2 or 3; SR on them was 0.68–0.86 against 0.97 with one). The count is additive: removing a
+    flagged line lowers it by about one, removing a normal line (σ ≈ 0) by about nothing, so the
+    consistency hinge has a way to make the key line matter that the softmax does not offer. Padding
+    has logit −inf and counts 0. Off: on the benchmark (seed 0, 2,400 steps, test split) it raised SR
+    on windows with several anomalous lines (0.79 against 0.71 for the default's 3 seeds) but not
+    overall by more than seed noise, and cost F1 (0.904 against 0.921 for the same seed); with L_inst it
+    gave F1 0.919, Loc@3 0.885, SR 0.850 against 0.906, 0.884, 0.875 without (docs/training.md)."""
     bag_classifier: str = "concat"
     """How the bag score is read from the heads: "concat" (the paper: one MLP on [Z_cat ; F_p]) or "heads"
     (ours: head k has its own small MLP on [z_k ; F_p] giving a logit ℓ_k, and the bag logit is the

@@ -167,8 +167,7 @@ def test_compute_losses_total_is_weighted_sum_of_terms():
     assert terms["loss"] == pytest.approx(total.item(), rel=1e-6)
     assert out.prob.shape == (4,)
     # Each term agrees with its own function on the first pass's outputs.
-    assert terms["cls"] == pytest.approx(
-        focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha, cfg.positive_cap).item(), rel=1e-6)
+    assert terms["cls"] == pytest.approx(focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha).item(), rel=1e-6)
     assert terms["proto"] == pytest.approx(proto_loss(out.M_bag, out.E_bag, y).item(), rel=1e-6)
     assert terms["attn"] == pytest.approx(attention_entropy_loss(out.attention, mask).item(), rel=1e-6)
 

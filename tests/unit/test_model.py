@@ -324,8 +324,7 @@ def test_line_score_features_make_the_classifier_read_absolute_line_scores(optio
     evidence count (Σ σ(logit)) are not."""
     x, mask = ragged_batch()
     for on, should_change in ((False, False), (True, True)):
-        # Both line-score features off, then only the one under test on.
-        model = tiny_model(**{"witness_scores": False, "evidence_counts": False, option: on}).eval()
+        model = tiny_model(**{option: on}).eval()
         before = model(x, mask)
         with torch.no_grad():
             model.attn_out_bias += 3.0                  # the same shift for every line of every head
@@ -387,7 +386,7 @@ def test_heads_classifier_lets_one_head_decide_alone():
 
 
 def test_heads_classifier_is_one_mlp_per_head_of_width_hidden_over_heads():
-    cfg = tiny_config(bag_classifier="heads", evidence_counts=False)    # [z_k ; F_p] only
+    cfg = tiny_config(bag_classifier="heads")
     model = LogMILP(cfg)
     K, d_in, d_c = cfg.attention_heads, cfg.hidden_dim + 3, cfg.hidden_dim // cfg.attention_heads
     assert not hasattr(model, "classifier")
