@@ -95,6 +95,9 @@ ABLATIONS: dict[str, list[str]] = {
     "w/o perturbation consistency (L_con and L_loc)": ["loss.use_consistency=false", "loss.lambda_l=0"],
     "w/o the consistency hinge only (L_con)": ["loss.use_consistency=false"],
     "w/o L_inst": ["loss.lambda_i=0"],
+    # Not an ablation but the candidate default: a score that grows with the evidence (LossConfig.positive_cap).
+    "with the graded score (positive cap, evidence counts)": ["loss.positive_cap=0.5", "loss.delta_c=0.2",
+                                                               "loss.lambda_c=0.3", "model.evidence_counts=true"],
     "w/o prototypes": ["model.use_prototypes=false"],
     "w/o candidate bias": ["model.use_candidate_bias=false"],
     "mask perturbation": ["loss.perturbation=mask"],

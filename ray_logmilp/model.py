@@ -145,7 +145,9 @@ class ModelConfig:
     has logit −inf and counts 0. Off: on the benchmark (seed 0, 2,400 steps, test split) it raised SR
     on windows with several anomalous lines (0.79 against 0.71 for the default's 3 seeds) but not
     overall by more than seed noise, and cost F1 (0.904 against 0.921 for the same seed); with L_inst it
-    gave F1 0.919, Loc@3 0.885, SR 0.850 against 0.906, 0.884, 0.875 without (docs/training.md)."""
+    gave F1 0.919, Loc@3 0.885, SR 0.850 against 0.906, 0.884, 0.875 without (docs/training.md). The
+    focal loss still pushed every positive window to P ≈ 1 whatever the count; with
+    ``LossConfig.positive_cap`` P grades on it (SR 0.941, 3 seeds; see there)."""
     bag_classifier: str = "concat"
     """How the bag score is read from the heads: "concat" (the paper: one MLP on [Z_cat ; F_p]) or "heads"
     (ours: head k has its own small MLP on [z_k ; F_p] giving a logit ℓ_k, and the bag logit is the

@@ -67,3 +67,14 @@ def test_round_trip_through_dict():
 def test_count_windows_need_whole_numbers():
     with pytest.raises(ConfigError, match="size"):
         DataConfig(window=WindowConfig(kind="count", size=2.5))
+
+
+def test_every_ablation_row_is_a_valid_override_that_changes_the_config():
+    # `jobs/evaluate.py --ablation` trains each row after the main seeds; a row that fails to parse would
+    # only show after an hour of training, and a row that changes nothing would report the defaults twice.
+    from ray_logmilp.jobs_impl import ABLATIONS
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "synthetic.yaml"
+    base = to_dict(load_project(config, []))
+    for name, overrides in ABLATIONS.items():
+        assert to_dict(load_project(config, overrides)) != base, name

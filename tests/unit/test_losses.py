@@ -167,9 +167,28 @@ def test_compute_losses_total_is_weighted_sum_of_terms():
     assert terms["loss"] == pytest.approx(total.item(), rel=1e-6)
     assert out.prob.shape == (4,)
     # Each term agrees with its own function on the first pass's outputs.
-    assert terms["cls"] == pytest.approx(focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha).item(), rel=1e-6)
+    assert terms["cls"] == pytest.approx(
+        focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha, cfg.positive_cap).item(), rel=1e-6)
     assert terms["proto"] == pytest.approx(proto_loss(out.M_bag, out.E_bag, y).item(), rel=1e-6)
     assert terms["attn"] == pytest.approx(attention_entropy_loss(out.attention, mask).item(), rel=1e-6)
+
+
+def test_compute_losses_applies_the_positive_cap():
+    # Every bag scored P ≈ 0.75 (a classifier bias of ±0.55 on a near-zero MLP output): the positives
+    # (bags 0 and 2) are above a 0.5 cap and add nothing, so only the negatives' loss is left; without
+    # the cap the positives' (1 − 0.75)² · log(1/0.75) terms count too.
+    model = _model()
+    with torch.no_grad():
+        model.classifier[-1].weight.zero_()
+        model.classifier[-1].bias.copy_(torch.tensor([-0.55, 0.55]))
+    x, mask, y = _batch()
+    capped = compute_losses(model, x, mask, y, LossConfig(positive_cap=0.5))[1]["cls"]
+    plain = compute_losses(model, x, mask, y, LossConfig())[1]["cls"]
+    p = torch.sigmoid(torch.tensor(1.1)).item()                          # 0.750
+    positive = 0.5 * (1 - p) ** 2 * -math.log(p)
+    negative = 0.5 * p ** 2 * -math.log(1 - p)
+    assert plain == pytest.approx((2 * positive + 2 * negative) / 4, rel=1e-5)
+    assert capped == pytest.approx((2 * negative) / 4, rel=1e-5)
 
 
 def test_compute_losses_second_pass_sees_original_and_perturbed_bags_stacked():
