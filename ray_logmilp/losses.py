@@ -106,10 +106,11 @@ class LossConfig:
     ``ModelConfig.evidence_counts`` (the "graded score" settings; Δ_c = 0.5 cannot hold three steps
     below P = 1) the hinge grades P instead: median P 0.58 / 0.73 / 0.83 for windows with one / two /
     three anomalous lines. On the 1M-line benchmark (3 seeds) SR 0.941 against 0.875, F1 0.917 against
-    0.906, Loc@3 0.874 against 0.902, Loc@1 0.821 against 0.926. Not the default: on the serve tests'
-    short run (8 × 40 steps, small model) the planted line fell out of the top 3, and the short CI and
-    demo runs were not re-measured with it; P then is an anomaly score read against the validation
-    threshold, not a calibrated probability (docs/training.md, "The graded score")."""
+    0.906, Loc@3 0.874 against 0.902, Loc@1 0.821 against 0.926. Not the default: an untrained model
+    scores every bag near P = 0.5, so from the first step about half the positives get no loss, and on
+    the serve tests' short run (8 × 40 steps) it never started learning (test AUC 0.65 against 1.00).
+    With it P is an anomaly score read against the validation threshold, not a calibrated probability
+    (docs/training.md, "The graded score")."""
     detach_p_orig: bool = False
     """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
     For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
