@@ -355,6 +355,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     """Max gradient norm; 0 disables clipping."""
+    ema_decay: float = 0.0
+    """0 = off. Otherwise validation, the kept checkpoint and the bundle use an exponential moving
+    average of the weights (Polyak averaging) with this decay per step; training itself steps the raw
+    weights. The decay is warmed up as ``min(ema_decay, (1 + t) / (10 + t))`` at step t, so early
+    averages are not dominated by the initial weights. 0.995 averages over about 200 steps."""
     seed: int = 0
     steps_per_epoch: int | None = None
     """Steps per rank per epoch; ``None``: one pass over the training bags split across ranks."""
@@ -391,6 +396,7 @@ class TrainConfig:
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
         _require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         _require(self.select_sr_weight >= 0, "select_sr_weight", f"must be >= 0, got {self.select_sr_weight}")
+        _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if self.steps_per_epoch is not None:
             _require(self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1")
 

@@ -12,6 +12,7 @@ its own seeded stream over the whole training split.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -177,15 +178,21 @@ def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, de
 
 
 def save_checkpoint(directory: str, model: LogMILP, optimizer, epoch: int, metrics: dict[str, Any],
-                    model_cfg: ModelConfig, history: list[dict[str, Any]] | None = None) -> str:
+                    model_cfg: ModelConfig, history: list[dict[str, Any]] | None = None,
+                    train_model: LogMILP | None = None) -> str:
     """Weights + optimizer state, and a JSON sidecar with this epoch's metrics and the run's history so far.
+
+    ``model`` is what was validated and goes into the bundle; ``train_model``, when weights are averaged
+    (``TrainConfig.ema_decay``), the raw weights a resumed run continues from.
 
     The history travels with the checkpoint because it is the only record that survives restarts:
     Ray Train's result dataframe lists just the checkpoints it kept (num_to_keep), not every epoch.
     """
     os.makedirs(directory, exist_ok=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
-               os.path.join(directory, CHECKPOINT_FILE))
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
+    if train_model is not None:
+        state["train_model"] = train_model.state_dict()
+    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
     with open(os.path.join(directory, CHECKPOINT_META), "w") as fh:
         json.dump({"epoch": epoch, "metrics": metrics, "model_config": to_dict(model_cfg),
                    "history": list(history or [])}, fh)
@@ -218,10 +225,15 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_epoch = 0
     history: list[dict[str, Any]] = []
+    average = WeightAverage(model, tc.ema_decay) if tc.ema_decay > 0 else None
     resume = ctx.resume_dir()
     if resume:
         state, meta = load_checkpoint(resume)
-        model.load_state_dict(state["model"])
+        # With weight averaging the checkpoint's "model" is the average (what validation scored and the
+        # bundle ships); the raw weights that training continues from are kept beside it.
+        model.load_state_dict(state.get("train_model", state["model"]))
+        if average is not None:
+            average.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"]) + 1
         history = list(meta.get("history", []))
@@ -264,13 +276,16 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
                         + (" or train.bf16=false" if use_bf16 else ""))
                 continue
             consecutive_skips = 0
+            if average is not None:
+                average.update(model, epoch * steps + step_in_epoch)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
         train_seconds = time.perf_counter() - t_epoch
 
         # Validation on this rank's shard of the val split, gathered so every rank sees the same numbers.
         shard = np.arange(ctx.rank, len(val_bags), ctx.world_size)
-        scored = score_bags(model, val_bags, embeddings, tc.eval_batch_size, cfg.loss.perturbation, shard)
+        eval_model = average.model if average is not None else model
+        scored = score_bags(eval_model, val_bags, embeddings, tc.eval_batch_size, cfg.loss.perturbation, shard)
         gathered = ctx.all_gather(scored)
         idx = np.concatenate([g["bag_index"] for g in gathered])
         p_orig = np.concatenate([g["p_orig"] for g in gathered])
@@ -290,8 +305,8 @@ def fit(cfg: ProjectConfig, data: PreparedData, ctx: TrainContext, *, scratch_di
             ctx.progress(format_progress(metrics, tc.epochs))
         ckpt = None
         if ctx.rank == 0:
-            ckpt = save_checkpoint(os.path.join(scratch_dir, f"epoch_{epoch:04d}"), model, optimizer, epoch,
-                                   metrics, model_cfg, history)
+            ckpt = save_checkpoint(os.path.join(scratch_dir, f"epoch_{epoch:04d}"), eval_model, optimizer, epoch,
+                                   metrics, model_cfg, history, train_model=model if average is not None else None)
         ctx.report(metrics, ckpt)
         if tc.fault_injection_epoch is not None and epoch == tc.fault_injection_epoch:
             _maybe_crash_once(tc.fault_injection_marker, ctx)
@@ -330,6 +345,33 @@ def finite_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_c
         return False
     optimizer.step()
     return True
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), kept as a second model.
+
+    Why: on the synthetic benchmark corpora (1M–8M lines, graded settings) validation F1 moved by up to
+    0.025 from one epoch to the next late in training while the training classification loss sat near
+    0.01; an average of the weights is the standard remedy for such wandering. Every DDP rank applies
+    the same all-reduced steps, so every rank's average is equal.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    def decay_at(self, step: int) -> float:
+        """The decay applied after global step ``step`` (0-based): warmed up so that the first updates
+        follow the weights instead of staying near their random start."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        weight = 1.0 - self.decay_at(step)
+        for avg, live in zip(self.model.parameters(), model.parameters()):
+            avg.lerp_(live.detach(), weight)
+        for avg, live in zip(self.model.buffers(), model.buffers()):
+            avg.copy_(live)
 
 
 def format_progress(metrics: dict[str, Any], epochs: int) -> str:
