@@ -98,6 +98,7 @@ ABLATIONS: dict[str, list[str]] = {
     # Not an ablation but the candidate default: a score that grows with the evidence (LossConfig.positive_cap).
     "with the graded score (positive cap, evidence counts)": ["loss.positive_cap=0.5", "loss.delta_c=0.2",
                                                                "loss.lambda_c=0.3", "model.evidence_counts=true"],
+    "w/o weight averaging": ["train.ema_decay=0"],
     "w/o prototypes": ["model.use_prototypes=false"],
     "w/o candidate bias": ["model.use_candidate_bias=false"],
     "mask perturbation": ["loss.perturbation=mask"],
@@ -106,6 +107,22 @@ ABLATIONS: dict[str, list[str]] = {
     "without L_loc, paper's pooling (Z)": ["model.pooled_values=encoder", "loss.lambda_l=0"],
     "with witness scores": ["model.witness_scores=true"],
 }
+
+
+def ablation_rows(config_path, overrides: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """The ABLATIONS rows that change the model under this config, and the names of those that do not
+    (e.g. "with the graded score" on a config that already has it): training those would only repeat
+    the full model's seeds."""
+    from .config import load_project, to_dict
+
+    full = to_dict(load_project(config_path, overrides))
+    rows, same = [], []
+    for name, extra in ABLATIONS.items():
+        if to_dict(load_project(config_path, overrides + extra)) == full:
+            same.append(name)
+        else:
+            rows.append((name, extra))
+    return rows, same
 
 
 def _train_seeds(args, overrides: list[str], seeds: list[int], tag: str) -> list[str]:
@@ -161,7 +178,10 @@ def evaluate_main(args: argparse.Namespace) -> int:
     ablation = None
     if args.ablation:
         ablation = {"full": summary}
-        for name, extra in ABLATIONS.items():
+        rows, same = ablation_rows(args.config, overrides)
+        for name in same:
+            print(f"ablation row {name!r} skipped: this config already has it (it would repeat the full model)")
+        for name, extra in rows:
             variant_bundles = _train_seeds(args, overrides + extra, cfg.eval.seeds, name)
             ablation[name] = aggregate(run(variant_bundles)[0])
 
