@@ -55,8 +55,8 @@ def run_prepare(corpus: Path, out_dir: Path) -> dict:
     """One prepare run in this process with RSS sampling; returns timing, counts and memory."""
     import ray
 
-    from ray_logmilp.config import load_project
-    from ray_logmilp.pipeline import prepare
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.ingest.pipeline import prepare
 
     cfg = load_project(None, [f"data.inputs=[{corpus}]", f"data.output_dir={out_dir}", "data.format=bgl",
                               "data.window.size=64"])
@@ -79,8 +79,8 @@ def baseline(corpus_events: Path) -> tuple[dict, "object"]:
     """The plain sequential drain3 loop over the same message strings (content column of events)."""
     import pyarrow.parquet as pq
 
-    from ray_logmilp.formats import load_format
-    from ray_logmilp.parsing import ParserConfig, sequential_drain_baseline
+    from ray_logmilp.ingest.formats import load_format
+    from ray_logmilp.ingest.parsing import ParserConfig, sequential_drain_baseline
 
     events = pq.read_table(corpus_events, columns=["line_no", "content", "template_id"])
     events = events.sort_by("line_no")
@@ -105,8 +105,8 @@ def main(argv=None) -> int:
         print(json.dumps(run_prepare(Path(args.child[0]), Path(args.child[1]))))
         return 0
 
-    from ray_logmilp.parsing import grouping_accuracy
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.ingest.parsing import grouping_accuracy
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="logmilp-bench-ingest-"))
     result: dict = {"benchmark": "ingest", "cpus": os.cpu_count()}

@@ -58,10 +58,10 @@ def build_bundle(work: Path, model_size: str) -> str:
     """A bundle trained briefly on a synthetic corpus (speed, not quality, matters here)."""
     import ray
 
-    from ray_logmilp.config import load_project
-    from ray_logmilp.pipeline import prepare
-    from ray_logmilp.synthetic import SyntheticConfig, generate
-    from ray_logmilp.train import train_local
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.ingest.pipeline import prepare
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
+    from ray_logmilp.train.loop import train_local
 
     generate(SyntheticConfig(n_lines=30_000, seed=0), work / "train_corpus")
     overrides = [f"data.inputs=[{work / 'train_corpus' / 'corpus.log'}]", f"data.output_dir={work / 'prepared'}",
@@ -73,7 +73,7 @@ def build_bundle(work: Path, model_size: str) -> str:
 
 
 def request_windows(work: Path, n: int = 400) -> list[list[str]]:
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     generate(SyntheticConfig(n_lines=n * WINDOW_LINES, seed=11), work / "request_corpus")
     lines = (work / "request_corpus" / "corpus.log").read_text().splitlines()
@@ -190,7 +190,7 @@ def wait_ready(base: str, timeout: float = 120.0) -> None:
 def in_process(bundle: str, windows: list[list[str]], threads: int, seconds: float) -> dict:
     import torch
 
-    from ray_logmilp.inference import WindowScorer
+    from ray_logmilp.serving.scorer import WindowScorer
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -224,8 +224,8 @@ def plain_server(bundle: str, port: int, threads: int) -> None:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
-    from ray_logmilp.inference import WindowScorer
-    from ray_logmilp.serving import DetectRequest
+    from ray_logmilp.serving.scorer import WindowScorer
+    from ray_logmilp.serving.app import DetectRequest
 
     torch.set_num_threads(threads)
     scorer = WindowScorer.from_path(bundle, max_line_bytes=16384)
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from ray_logmilp.serving import app_from_config, load_config
+    from ray_logmilp.serving.app import app_from_config, load_config
 
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)

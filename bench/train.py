@@ -34,10 +34,10 @@ def main(argv=None) -> int:
     import ray
     import torch
 
-    from ray_logmilp.config import load_project
-    from ray_logmilp.pipeline import prepare
-    from ray_logmilp.synthetic import SyntheticConfig, generate
-    from ray_logmilp.train import train_local, train_with_ray
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.ingest.pipeline import prepare
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
+    from ray_logmilp.train.loop import train_local, train_with_ray
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="logmilp-bench-train-"))
     generate(SyntheticConfig(n_lines=args.lines, seed=0), work / "corpus")

@@ -44,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def ensure_prepared(args) -> str:
     if args.prepared:
         return args.prepared
-    from ray_logmilp.config import load_project
-    from ray_logmilp.pipeline import prepare
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.ingest.pipeline import prepare
 
     work = Path(args.workdir).resolve()
     corpus, prepared = work / f"corpus_{args.lines}", work / f"prepared_{args.lines}"
@@ -63,10 +63,10 @@ def train_and_evaluate(cfg_dict: dict, prepared_dir: str) -> dict:
     import torch
 
     from ray_logmilp.bundle import load_bundle
-    from ray_logmilp.config import ProjectConfig, from_dict
-    from ray_logmilp.data import load_prepared
-    from ray_logmilp.evaluation import evaluate, strip_raw
-    from ray_logmilp.train import train_local
+    from ray_logmilp.config.project import ProjectConfig, from_dict
+    from ray_logmilp.ingest.prepared import load_prepared
+    from ray_logmilp.evaluation.evaluate import evaluate, strip_raw
+    from ray_logmilp.train.loop import train_local
 
     torch.set_num_threads(1)
     cfg = from_dict(ProjectConfig, cfg_dict)
@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     import numpy as np
     import ray
 
-    from ray_logmilp.config import load_project, to_dict
-    from ray_logmilp.tuning import format_summary, load_search_space, run_sweep
+    from ray_logmilp.config.project import load_project, to_dict
+    from ray_logmilp.tuning.sweep import format_summary, load_search_space, run_sweep
 
     ray.init(address=args.address, include_dashboard=False)
     work = Path(args.workdir).resolve()

@@ -11,8 +11,8 @@ import sys
 
 
 def main(argv=None) -> int:
-    from ray_logmilp.cli import job_parser, run_job
-    from ray_logmilp.jobs_impl import evaluate_main
+    from ray_logmilp.cli.common import job_parser, run_job
+    from ray_logmilp.cli.jobs import evaluate_main
 
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--bundle", action="append", default=[],

@@ -10,7 +10,7 @@ the ``import_path`` of serve/config.yaml and the script entry point.
 import sys
 from pathlib import Path
 
-from ray_logmilp.serving import AppArgs, build_app, main
+from ray_logmilp.serving.app import AppArgs, build_app, main
 
 __all__ = ["AppArgs", "build_app", "CONFIG"]
 

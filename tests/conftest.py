@@ -37,7 +37,7 @@ SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.attention_dim=3
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory):
     """A 30k-line synthetic CFDR corpus with per-line ground truth (corpus.log, alarms.csv, truth.json)."""
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     out = tmp_path_factory.mktemp("synthetic") / "corpus"
     generate(SyntheticConfig(n_lines=30_000, seed=0), out)
@@ -47,7 +47,7 @@ def synthetic_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_config(synthetic_corpus, tmp_path_factory):
     """A ProjectConfig pointing every stage at the small synthetic corpus and temp folders."""
-    from ray_logmilp.config import load_project
+    from ray_logmilp.config.project import load_project
 
     root = tmp_path_factory.mktemp("run")
     return load_project(REPO_ROOT / "configs" / "synthetic.yaml", [
@@ -59,7 +59,7 @@ def small_config(synthetic_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_prepared(ray_local, small_config):
     """The small corpus prepared by the real Ray Data pipeline; returns the manifest."""
-    from ray_logmilp.pipeline import prepare
+    from ray_logmilp.ingest.pipeline import prepare
 
     return prepare(small_config.data, progress=False)
 
@@ -67,6 +67,6 @@ def small_prepared(ray_local, small_config):
 @pytest.fixture(scope="session")
 def small_bundle(small_prepared, small_config):
     """A model bundle trained in-process (plain PyTorch fit) on the small corpus; returns its path."""
-    from ray_logmilp.train import train_local
+    from ray_logmilp.train.loop import train_local
 
     return train_local(small_config).bundle_dir

@@ -19,8 +19,8 @@ DEFAULT_SEARCH = Path(__file__).resolve().parents[1] / "configs" / "search" / "d
 
 
 def main(argv=None) -> int:
-    from ray_logmilp.cli import job_parser, run_job
-    from ray_logmilp.tuning import sweep_main
+    from ray_logmilp.cli.common import job_parser, run_job
+    from ray_logmilp.tuning.sweep import sweep_main
 
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--search", default=str(DEFAULT_SEARCH),

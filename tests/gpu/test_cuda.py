@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ray_logmilp.losses import LossConfig, compute_losses
-from ray_logmilp.model import LogMILP, ModelConfig
+from ray_logmilp.model.losses import LossConfig, compute_losses
+from ray_logmilp.model.logmilp import LogMILP, ModelConfig
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: this machine has no GPU")]
@@ -93,8 +93,8 @@ def gpu_config(small_config, small_prepared, tmp_path_factory):
 
 def test_fit_on_cuda_in_bf16_trains_attention_on_the_math_kernel(tmp_path, monkeypatch):
     """bf16 with PyTorch's default attention kernel diverged on an H200 (train.training_attention_kernels)."""
-    import ray_logmilp.train as train_module
-    from ray_logmilp.config import load_project
+    import ray_logmilp.train.loop as train_module
+    from ray_logmilp.config.project import load_project
 
     from ..unit.tiny_data import TINY_MODEL, tiny_prepared
 
@@ -110,9 +110,9 @@ def test_fit_on_cuda_in_bf16_trains_attention_on_the_math_kernel(tmp_path, monke
 
 def test_fit_runs_on_the_gpu_in_bf16_and_its_bundle_scores_alike_on_cpu_and_gpu(gpu_config, small_prepared):
     from ray_logmilp.bundle import load_bundle
-    from ray_logmilp.data import load_prepared
-    from ray_logmilp.evaluation import evaluate
-    from ray_logmilp.train import train_local
+    from ray_logmilp.ingest.prepared import load_prepared
+    from ray_logmilp.evaluation.evaluate import evaluate
+    from ray_logmilp.train.loop import train_local
 
     assert gpu_config.train.bf16
     result = train_local(gpu_config)
@@ -128,7 +128,7 @@ def test_fit_runs_on_the_gpu_in_bf16_and_its_bundle_scores_alike_on_cpu_and_gpu(
 
 
 def test_window_scorer_on_the_gpu_agrees_with_cpu(gpu_config, small_bundle, synthetic_corpus):
-    from ray_logmilp.inference import WindowScorer
+    from ray_logmilp.serving.scorer import WindowScorer
 
     lines = (synthetic_corpus / "corpus.log").read_text().splitlines()
     windows = [lines[i:i + 64] for i in range(0, 64 * 8, 64)]
@@ -145,7 +145,7 @@ def test_window_scorer_on_the_gpu_agrees_with_cpu(gpu_config, small_bundle, synt
 def test_ray_train_finds_and_uses_the_gpu(ray_local, gpu_config):
     import ray
 
-    from ray_logmilp.train import train_with_ray
+    from ray_logmilp.train.loop import train_with_ray
 
     if not ray.cluster_resources().get("GPU"):
         pytest.skip("the local Ray cluster registered no GPU")

@@ -90,7 +90,7 @@ def test_working_dir_upload_is_small(tmp_path):
                  "outputs/prepared/bags.parquet", "ray_logmilp.egg-info/PKG-INFO"):
         assert ignored(REPO_ROOT / path), f".rayignore does not exclude {path}"
     for path in ("ray_logmilp/train.py", "jobs/train.py", "configs/synthetic.yaml", "pyproject.toml",
-                 "ray_logmilp/format_specs/bgl.yaml", "ray_logmilp/data.py"):
+                 "ray_logmilp/ingest/format_specs/bgl.yaml", "ray_logmilp/ingest/prepared.py"):
         assert not ignored(REPO_ROOT / path), f".rayignore excludes {path}, which the jobs need"
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ray_logmilp.config import load_project
-from ray_logmilp.parsing import ParserConfig, grouping_accuracy, sequential_drain_baseline
-from ray_logmilp.formats import load_format
-from ray_logmilp.pipeline import PrepareError, prepare
+from ray_logmilp.config.project import load_project
+from ray_logmilp.ingest.parsing import ParserConfig, grouping_accuracy, sequential_drain_baseline
+from ray_logmilp.ingest.formats import load_format
+from ray_logmilp.ingest.pipeline import PrepareError, prepare
 
 from ..conftest import REPO_ROOT, loghub_file
 
@@ -42,7 +42,7 @@ def count_lines(path: Path) -> int:
 @pytest.fixture(scope="module")
 def bad_corpus(tmp_path_factory):
     """A synthetic corpus with planted bad lines, plus a truncated gzip and a file with a 1 MB line."""
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     root = tmp_path_factory.mktemp("bad")
     generate(SyntheticConfig(n_lines=20_000, seed=3, corrupt=True), root / "a")
@@ -131,7 +131,7 @@ def test_count_windows_with_line_labels_cover_every_line(ray_local, synthetic_co
 
 def test_sessions_on_hdfs_sample_with_session_labels(ray_local, tmp_path):
     sample = loghub_file("HDFS")
-    from ray_logmilp.sources import read_file_events
+    from ray_logmilp.ingest.sources import read_file_events
     events, _ = read_file_events(sample, load_format("hdfs"))
     blocks = sorted({s for s in events.column("session").to_pylist() if s})
     labels = tmp_path / "labels.csv"
@@ -203,7 +203,7 @@ def test_empty_input_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_parallel_grouping_equals_sequential_drain_on_a_million_lines(ray_local, tmp_path):
     """The agreement bar at scale: ≥ 1M synthetic lines, several read tasks, ≥ 0.99 against plain drain3."""
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     generate(SyntheticConfig(n_lines=1_000_000, seed=1), tmp_path / "corpus")
     prepare(cfg_for([tmp_path / "corpus" / "corpus.log"], tmp_path / "out"), progress=False)

@@ -34,7 +34,7 @@ BARS = {"f1": 0.80, "auc": 0.93, "loc@3": 0.75, "sr": 0.65}
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     work = tmp_path_factory.mktemp("quality")
     generate(SyntheticConfig(n_lines=CORPUS_LINES, seed=0), work / "corpus")

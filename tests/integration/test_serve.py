@@ -42,7 +42,7 @@ def serve_corpus(tmp_path_factory):
     seconds of training. The harder anomaly kinds are the model-quality benchmark's business
     (jobs/evaluate.py on configs/synthetic.yaml), not this module's.
     """
-    from ray_logmilp.synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     out = tmp_path_factory.mktemp("serve") / "corpus"
     generate(SyntheticConfig(n_lines=30_000, seed=1, kind_weights=(1, 0, 0, 0), n_rare_templates=4), out)
@@ -52,9 +52,9 @@ def serve_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def serve_bundle(ray_local, serve_corpus, tmp_path_factory):
     """The serve corpus prepared by the real pipeline and a model trained on it in-process."""
-    from ray_logmilp.config import load_project
-    from ray_logmilp.pipeline import prepare
-    from ray_logmilp.train import train_local
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.ingest.pipeline import prepare
+    from ray_logmilp.train.loop import train_local
 
     root = tmp_path_factory.mktemp("serve_run")
     cfg = load_project(REPO_ROOT / "configs" / "synthetic.yaml", [
@@ -100,7 +100,7 @@ def corpus_windows(serve_corpus):
 def base_url(ray_local, serve_bundle):
     from ray import serve
 
-    from ray_logmilp.serving import app_from_config
+    from ray_logmilp.serving.app import app_from_config
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -224,7 +224,7 @@ def test_bad_input_gets_its_status_code(client, name, body, status, mention):
 
 
 def test_shipped_config_is_valid():
-    from ray_logmilp.serving import DEPLOYMENT_NAME, AppArgs, load_config
+    from ray_logmilp.serving.app import DEPLOYMENT_NAME, AppArgs, load_config
 
     config = load_config(REPO_ROOT / "serve" / "config.yaml")
     (app,) = config.applications
@@ -239,7 +239,7 @@ def test_shipped_config_is_valid():
 
 
 def test_max_ongoing_requests_below_batch_size_is_refused(serve_bundle):
-    from ray_logmilp.serving import build
+    from ray_logmilp.serving.app import build
 
     with pytest.raises(ValueError, match="max_ongoing_requests"):
         build({"bundle": str(serve_bundle)}, max_ongoing_requests=5, user_config={"max_batch_size": 32})
@@ -251,7 +251,7 @@ def test_live_reconfigure_of_batching(client, serve_bundle, corpus_windows):
     """Last in this module: changes the running app's batching through user_config, without a restart."""
     from ray import serve
 
-    from ray_logmilp.serving import app_from_config
+    from ray_logmilp.serving.app import app_from_config
 
     before = _detect(client, {"lines": corpus_windows["normal"]})[0]
     app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(serve_bundle)}, deployment={

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ray_logmilp.bundle import BundleError, load_bundle
-from ray_logmilp.config import load_project, to_dict, from_dict, ProjectConfig
-from ray_logmilp.data import load_prepared
-from ray_logmilp.evaluation import evaluate
-from ray_logmilp.train import train_with_ray
+from ray_logmilp.config.project import load_project, to_dict, from_dict, ProjectConfig
+from ray_logmilp.ingest.prepared import load_prepared
+from ray_logmilp.evaluation.evaluate import evaluate
+from ray_logmilp.train.loop import train_with_ray
 
 from ..conftest import REPO_ROOT
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def with_overrides(cfg, *overrides):
-    from ray_logmilp.config import apply_overrides
+    from ray_logmilp.config.project import apply_overrides
     return from_dict(ProjectConfig, apply_overrides(to_dict(cfg), list(overrides)))
 
 
@@ -78,7 +78,7 @@ def test_bundle_loads_without_training_code(small_bundle):
         "x = torch.from_numpy(b.embeddings[[0, 1, 2]])[None]\n"
         "p = b.model(x, torch.ones(1, 3, dtype=torch.bool)).prob\n"
         "assert 0 <= float(p) <= 1\n"
-        "bad = [m for m in ('ray_logmilp.train', 'ray_logmilp.losses', 'ray_logmilp.pipeline', 'ray') if m in sys.modules]\n"
+        "bad = [m for m in ('ray_logmilp.train', 'ray_logmilp.model.losses', 'ray_logmilp.ingest.pipeline', 'ray') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -87,7 +87,7 @@ def test_bundle_loads_without_training_code(small_bundle):
 def test_train_local_leaves_no_checkpoints_behind(small_prepared, small_config, tmp_path, monkeypatch):
     import tempfile
 
-    from ray_logmilp.train import train_local
+    from ray_logmilp.train.loop import train_local
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_logmilp.config import ConfigError, DataConfig, ProjectConfig, WindowConfig, load_project, to_dict
+from ray_logmilp.config.project import ConfigError, DataConfig, ProjectConfig, WindowConfig, load_project, to_dict
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -60,7 +60,7 @@ def test_missing_config_file_is_an_error(tmp_path):
 def test_round_trip_through_dict():
     cfg = load_project(None, ["data.window.size=32"])
     assert load_project(None, []).data.window.size == 64
-    from ray_logmilp.config import from_dict
+    from ray_logmilp.config.project import from_dict
     assert from_dict(ProjectConfig, to_dict(cfg)) == cfg
 
 
@@ -72,7 +72,7 @@ def test_count_windows_need_whole_numbers():
 def test_every_ablation_row_is_a_valid_override_that_changes_the_config():
     # `jobs/evaluate.py --ablation` trains each row after the main seeds; a row that fails to parse would
     # only show after an hour of training, and a row that changes nothing would report the defaults twice.
-    from ray_logmilp.jobs_impl import ABLATIONS
+    from ray_logmilp.cli.jobs import ABLATIONS
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     changed = set()
@@ -83,7 +83,7 @@ def test_every_ablation_row_is_a_valid_override_that_changes_the_config():
 
 
 def test_ablation_rows_the_config_already_has_are_skipped():
-    from ray_logmilp.jobs_impl import ABLATIONS, ablation_rows
+    from ray_logmilp.cli.jobs import ABLATIONS, ablation_rows
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     rows, same = ablation_rows(configs / "benchmark.yaml", [])

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from ray_logmilp.embedding import (
+from ray_logmilp.ingest.embedding import (
     Embedder,
     HashingEmbedder,
     SentenceTransformerEmbedder,
@@ -123,7 +123,7 @@ def test_deterministic_across_fresh_process():
     emb = fitted(dim=128, seed=3)
     code = (
         "import json, sys, numpy as np\n"
-        "from ray_logmilp.embedding import embedder_from_spec, HashingEmbedder\n"
+        "from ray_logmilp.ingest.embedding import embedder_from_spec, HashingEmbedder\n"
         "spec = json.loads(sys.stdin.read())\n"
         "texts = spec.pop('_texts')\n"
         "a = embedder_from_spec(spec).embed(texts)\n"
@@ -152,7 +152,7 @@ def test_embedder_from_config_builds_and_fits():
     assert isinstance(emb, HashingEmbedder) and emb.dim == 32 and emb.fitted
     assert np.array_equal(emb.embed(TEMPLATES), HashingEmbedder(dim=32).fit(TEMPLATES).embed(TEMPLATES))
     try:
-        from ray_logmilp.config import EmbeddingConfig
+        from ray_logmilp.config.project import EmbeddingConfig
     except ImportError:
         return
     emb = embedder_from_config(EmbeddingConfig(), TEMPLATES)
@@ -176,8 +176,8 @@ def test_sentence_transformer_missing_dependency_message(tmp_path):
 
 
 def test_the_project_default_and_the_embedder_default_agree():
-    from ray_logmilp.config import EmbeddingConfig
-    from ray_logmilp.embedding import DEFAULT_HASHING_DIM, embedder_from_config
+    from ray_logmilp.config.project import EmbeddingConfig
+    from ray_logmilp.ingest.embedding import DEFAULT_HASHING_DIM, embedder_from_config
 
     assert EmbeddingConfig().dim == DEFAULT_HASHING_DIM == HashingEmbedder().dim
     assert embedder_from_config({"kind": "hashing"}).dim == DEFAULT_HASHING_DIM

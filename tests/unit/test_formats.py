@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp.formats import (
+from ray_logmilp.ingest.formats import (
     EVENTS_SCHEMA,
     QUARANTINE_REASONS,
     QUARANTINE_SCHEMA,
@@ -249,7 +249,7 @@ def test_whitespace_split_equals_the_regex_path(name):
     """Headers with spaces only between fields are split instead of regex-matched: on every line, odd
     whitespace included (tabs, \\v which RE2's \\s excludes, \\f, non-ASCII spaces, leading blanks), the
     fields must be exactly the regex path's."""
-    from ray_logmilp.formats import _match_header, _regex_header, _split_header
+    from ray_logmilp.ingest.formats import _match_header, _regex_header, _split_header
 
     fmt = load_format(name)
     comp = fmt._compiled

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from ray_logmilp.bundle import load_bundle, write_bundle
-from ray_logmilp.config import load_project
-from ray_logmilp.embedding import HashingEmbedder
-from ray_logmilp.formats import load_format, parse_chunk
-from ray_logmilp.inference import WindowScorer
-from ray_logmilp.localize import localize
-from ray_logmilp.model import LogMILP, ModelConfig
-from ray_logmilp.parsing import ParserConfig, TemplateParser, mask_array
-from ray_logmilp.synthetic import SyntheticConfig, generate
+from ray_logmilp.config.project import load_project
+from ray_logmilp.ingest.embedding import HashingEmbedder
+from ray_logmilp.ingest.formats import load_format, parse_chunk
+from ray_logmilp.serving.scorer import WindowScorer
+from ray_logmilp.model.localize import localize
+from ray_logmilp.model.logmilp import LogMILP, ModelConfig
+from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array
+from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 THRESHOLD = 0.5

@@ -6,10 +6,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ray_logmilp.localize import Localization, localize
-from ray_logmilp.losses import LossConfig, compute_losses
-from ray_logmilp.metrics import loc_at_k, success_rate
-from ray_logmilp.model import LogMILP, LogMILPOutput, ModelConfig
+from ray_logmilp.model.localize import Localization, localize
+from ray_logmilp.model.losses import LossConfig, compute_losses
+from ray_logmilp.evaluation.metrics import loc_at_k, success_rate
+from ray_logmilp.model.logmilp import LogMILP, LogMILPOutput, ModelConfig
 
 
 class FixedAttentionModel(nn.Module):
@@ -129,7 +129,7 @@ def test_trained_model_localizes_the_special_line():
 
 @pytest.mark.parametrize("perturbation", ["zero", "mask"])
 def test_sr_control_removes_a_random_real_line_other_than_the_key_one(perturbation):
-    from ray_logmilp.evaluation import remove_other_line
+    from ray_logmilp.evaluation.evaluate import remove_other_line
 
     # Bag 0: 4 real lines; bag 1: 2 real lines + padding (holding 9s, which must never be picked);
     # bag 2: a single line, which has no other line to remove.

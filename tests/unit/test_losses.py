@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ray_logmilp.losses import (
+from ray_logmilp.model.losses import (
     LossConfig,
     attention_entropy_loss,
     compute_losses,
@@ -17,7 +17,7 @@ from ray_logmilp.losses import (
     instance_loss,
     proto_loss,
 )
-from ray_logmilp.model import LogMILP, ModelConfig
+from ray_logmilp.model.logmilp import LogMILP, ModelConfig
 
 
 def test_focal_loss_hand_values():
@@ -246,7 +246,7 @@ def test_compute_losses_without_prototypes():
 
 
 def test_regularizers_ramp_in_over_the_warmup_epochs():
-    from ray_logmilp.losses import loss_config_for_epoch
+    from ray_logmilp.model.losses import loss_config_for_epoch
 
     cfg = LossConfig(lambda_a=0.02, lambda_c=1.0, lambda_p=0.1, regularizer_warmup_epochs=4)
     assert (loss_config_for_epoch(cfg, 0).lambda_a, loss_config_for_epoch(cfg, 0).lambda_c) == (0.0, 0.0)
@@ -264,8 +264,8 @@ def test_regularizers_ramp_in_over_the_warmup_epochs():
 
 
 def test_localization_targets_pick_the_candidate_whose_removal_lowers_p_most():
-    from ray_logmilp.losses import localization_targets
-    from ray_logmilp.model import attention_entropy
+    from ray_logmilp.model.losses import localization_targets
+    from ray_logmilp.model.logmilp import attention_entropy
 
     model = _model().eval()
     x, mask, _ = _batch()
@@ -290,7 +290,7 @@ def test_localization_targets_pick_the_candidate_whose_removal_lowers_p_most():
 
 
 def test_localization_loss_hand_values():
-    from ray_logmilp.losses import localization_loss
+    from ray_logmilp.model.losses import localization_loss
 
     attention = torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]],
                               [[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]])      # [B=2,K=2,W=3]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ray_logmilp.config import ConfigError, TrainConfig, load_project
-from ray_logmilp.train import learning_rate
+from ray_logmilp.config.project import ConfigError, TrainConfig, load_project
+from ray_logmilp.train.loop import learning_rate
 
 from .tiny_data import TINY_MODEL, tiny_prepared
 
@@ -32,7 +32,7 @@ def test_schedule_settings_are_validated_with_the_flag_name():
 
 
 def test_fit_follows_the_schedule_across_a_resume(tmp_path):
-    from ray_logmilp.train import LocalContext, fit
+    from ray_logmilp.train.loop import LocalContext, fit
 
     overrides = [*TINY_MODEL, "train.steps_per_epoch=3", "train.batch_size=4", "train.lr_schedule=cosine",
                  "train.lr_min_factor=0.1"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ray_logmilp.metrics import (
+from ray_logmilp.evaluation.metrics import (
     best_f1_threshold,
     loc_at_k,
     mean_std,

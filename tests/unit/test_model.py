@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ray_logmilp.losses import LossConfig, compute_losses
-from ray_logmilp.model import (
+from ray_logmilp.model.losses import LossConfig, compute_losses
+from ray_logmilp.model.logmilp import (
     LogMILP,
     LogMILPOutput,
     ModelConfig,

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-import ray_logmilp.train as train_module
-from ray_logmilp.config import load_project
-from ray_logmilp.train import LocalContext, finite_step, fit
+import ray_logmilp.train.loop as train_module
+from ray_logmilp.config.project import load_project
+from ray_logmilp.train.loop import LocalContext, finite_step, fit
 
 from .tiny_data import TINY_MODEL, tiny_prepared
 
@@ -102,7 +102,7 @@ def test_a_diverged_run_stops_with_an_error_naming_what_to_change(tmp_path, monk
 def _attention_ops(flag: bool) -> set[str]:
     from torch.profiler import ProfilerActivity, profile
 
-    from ray_logmilp.model import LogMILP, ModelConfig
+    from ray_logmilp.model.logmilp import LogMILP, ModelConfig
 
     torch.manual_seed(0)
     model = LogMILP(ModelConfig(input_dim=16, dropout=0.0))

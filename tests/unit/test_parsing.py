@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from ray_logmilp.parsing import (
+from ray_logmilp.ingest.parsing import (
     FrozenParser,
     ParserConfig,
     TemplateParser,
@@ -27,7 +27,7 @@ from ray_logmilp.parsing import (
 )
 from tests.conftest import REPO_ROOT, loghub_file
 
-SPECS = REPO_ROOT / "ray_logmilp" / "format_specs"
+SPECS = REPO_ROOT / "ray_logmilp" / "ingest" / "format_specs"
 ALL_FORMATS = sorted(p.stem for p in SPECS.glob("*.yaml"))
 # Loghub system -> our format, and the grouping accuracy we must reach on its corrected 2k sample.
 ACCURACY_FLOOR = {"BGL": ("bgl", 0.96), "HDFS": ("hdfs", 0.99), "Zookeeper": ("zookeeper", 0.96),
@@ -77,7 +77,7 @@ def test_every_shipped_format_builds_a_parser_config(name):
 
 
 def test_config_from_load_format_equals_plain_yaml():
-    formats = pytest.importorskip("ray_logmilp.formats")
+    formats = pytest.importorskip("ray_logmilp.ingest.formats")
     for name in ALL_FORMATS:
         assert ParserConfig.from_format(formats.load_format(name)) == parser_config(name), name
 
@@ -427,7 +427,7 @@ def test_no_drain3_ini_read_in_fresh_process(tmp_path):
         "def read(self, filenames, *a, **k):\n"
         "    raise SystemExit('config file read: %r' % (filenames,))\n"
         "configparser.ConfigParser.read = read\n"
-        "from ray_logmilp.parsing import ParserConfig, TemplateParser, sequential_drain_baseline\n"
+        "from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, sequential_drain_baseline\n"
         f"msgs = {MESSAGES!r}\n"
         "p = TemplateParser(ParserConfig(sim_th=0.4)); ids = p.fit(msgs).tolist()\n"
         "m = p.freeze().match_many(msgs).tolist()\n"

@@ -3,7 +3,7 @@ batches hold the two classes in equal parts (a fixed mix, not a binomial one: se
 import numpy as np
 import pytest
 
-from ray_logmilp.train import epoch_indices
+from ray_logmilp.train.loop import epoch_indices
 
 
 @pytest.fixture

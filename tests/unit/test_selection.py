@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from ray_logmilp.config import ConfigError, TrainConfig
-from ray_logmilp.train import SELECT_METRIC, LocalContext, validation_metrics
+from ray_logmilp.config.project import ConfigError, TrainConfig
+from ray_logmilp.train.loop import SELECT_METRIC, LocalContext, validation_metrics
 
 
 def _scores():

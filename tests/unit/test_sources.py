@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp import sources
-from ray_logmilp.formats import QUARANTINE_REASONS, load_format, parse_chunk
-from ray_logmilp.sources import (
+from ray_logmilp.ingest import sources
+from ray_logmilp.ingest.formats import QUARANTINE_REASONS, load_format, parse_chunk
+from ray_logmilp.ingest.sources import (
     InputError,
     InputFile,
     LineChunk,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ray_logmilp.formats import load_format, parse_chunk
-from ray_logmilp.parsing import ParserConfig, TemplateParser, mask_array
-from ray_logmilp.pipeline import _MASKED_TYPE, _stage_table, _TemplateAssigner
+from ray_logmilp.ingest.formats import load_format, parse_chunk
+from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array
+from ray_logmilp.ingest.pipeline import _MASKED_TYPE, _stage_table, _TemplateAssigner
 from tests.unit.test_parsing import synthetic_stream
 
 CFG = ParserConfig(sim_th=0.5, masking=((r"(\d+\.){3}\d+", "<*>"), (r"\b0[xX][0-9a-fA-F]+\b", "<*>"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_logmilp.synthetic import (ANOMALY_KINDS, CORRUPT_KINDS, SyntheticConfig, build_templates, generate,
+from ray_logmilp.synthetic.generator import (ANOMALY_KINDS, CORRUPT_KINDS, SyntheticConfig, build_templates, generate,
                                    main)
 
 BGL_LINE = re.compile(
@@ -372,7 +372,7 @@ def test_config_validation_names_the_field(kw, field):
 def test_config_fields_have_docstrings():
     import inspect
 
-    import ray_logmilp.synthetic as syn
+    import ray_logmilp.synthetic.generator as syn
     src = inspect.getsource(syn.SyntheticConfig)
     for name in SyntheticConfig.__dataclass_fields__:
         assert re.search(rf"\n    {name}: .*\n    \"\"\"", src), f"{name} lacks a docstring"

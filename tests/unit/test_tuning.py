@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ray_logmilp.config import ConfigError, load_project, to_dict
-from ray_logmilp.tuning import (ObjectiveConfig, apply_params, best_config_yaml, default_point, load_search_space,
+from ray_logmilp.config.project import ConfigError, load_project, to_dict
+from ray_logmilp.tuning.sweep import (ObjectiveConfig, apply_params, best_config_yaml, default_point, load_search_space,
                                 objective_value, parse_search_space, plan_resources, split_overrides,
                                 summarise, trial_walls, tuning_data, validate_spec)
 
@@ -104,7 +104,7 @@ def test_cli_overrides_split_between_config_and_search_space(base_cfg):
 
 def test_param_space_bounds_are_inclusive():
     pytest.importorskip("ray.tune")
-    from ray_logmilp.tuning import build_param_space
+    from ray_logmilp.tuning.sweep import build_param_space
 
     spec = parse_search_space({"space": {
         "model.num_prototypes": {"type": "logint", "low": 2, "high": 4},
@@ -155,7 +155,7 @@ def test_best_yaml_round_trip(tmp_path, base_cfg):
 
 
 def test_tuning_data_has_no_instance_labels_and_no_test_split():
-    from ray_logmilp.data import BagSet, PreparedData
+    from ray_logmilp.ingest.prepared import BagSet, PreparedData
 
     def bags(n):
         return BagSet(bag_ids=np.arange(n), labels=np.array([0, 1] * (n // 2), np.int8),

@@ -3,8 +3,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp.config import LabelConfig, SplitConfig, WindowConfig
-from ray_logmilp.windows import (BagLabeler, WindowError, alarm_labels, assign_splits, iter_bags,
+from ray_logmilp.config.project import LabelConfig, SplitConfig, WindowConfig
+from ray_logmilp.ingest.windows import (BagLabeler, WindowError, alarm_labels, assign_splits, iter_bags,
                                  load_alarms, load_session_labels)
 
 
@@ -64,7 +64,7 @@ def test_long_window_is_split_never_truncated():
 def test_sessions_group_interleaved_lines_in_first_seen_order():
     sessions = ["blk_2", "blk_1", None, "blk_2", "blk_1", "blk_3"]
     cfg = WindowConfig(kind="session")
-    from ray_logmilp.windows import SessionWindower
+    from ray_logmilp.ingest.windows import SessionWindower
     w = SessionWindower(cfg)
     for b in batches(stream(np.arange(6), sessions=sessions), 2):
         w.push(b)
@@ -128,7 +128,7 @@ def test_session_labels(tmp_path):
 def test_session_label_source_marks_unknown_sessions(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("BlockId,Label\nblk_1,Anomaly\n")
-    from ray_logmilp.windows import SessionWindower
+    from ray_logmilp.ingest.windows import SessionWindower
     w = SessionWindower(WindowConfig(kind="session"))
     w.push(stream([0, 1], sessions=["blk_1", "blk_9"]))
     labeler = BagLabeler(LabelConfig(source="sessions", session_labels_path=str(path)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ray_logmilp.data import BagSet, PreparedData
+from ray_logmilp.ingest.prepared import BagSet, PreparedData
 
 # A model small enough to train a few steps in well under a second on CPU.
 TINY_MODEL = ["model.hidden_dim=16", "model.ff_dim=16", "model.attention_dim=8", "model.num_prototypes=2"]

@@ -16,11 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from . import storage
-from .bundle import Bundle
-from .data import BagSet, PreparedData, collate
-from .localize import localize
-from .metrics import loc_at_k, mean_std, pr_curve, precision_recall_f1, roc_auc, success_rate
+from ray_logmilp import storage
+from ray_logmilp.bundle import Bundle
+from ray_logmilp.ingest.prepared import BagSet, PreparedData, collate
+from ray_logmilp.model.localize import localize
+from ray_logmilp.evaluation.metrics import loc_at_k, mean_std, pr_curve, precision_recall_f1, roc_auc, success_rate
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def plot_heatmaps(bundle: Bundle, data: PreparedData, path: str, count: int = 4,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .model import attention_entropy
+    from ray_logmilp.model.logmilp import attention_entropy
 
     bags = data.splits[split]
     pos = np.flatnonzero(bags.labels == 1)[:count]

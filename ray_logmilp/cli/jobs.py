@@ -32,9 +32,9 @@ def format_prepare_summary(manifest: dict[str, Any]) -> str:
 
 
 def prepare_main(args: argparse.Namespace) -> int:
-    from .config import load_project
-    from .pipeline import prepare
-    from .synthetic import SyntheticConfig, generate
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.ingest.pipeline import prepare
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     overrides = list(args.overrides)
     if args.smoke_test:
@@ -55,7 +55,7 @@ SMOKE_OVERRIDES = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "
 
 def _smoke_corpus(overrides: list[str]) -> list[str]:
     """A tiny synthetic corpus in a temp folder and the overrides that point every stage at it."""
-    from .synthetic import SyntheticConfig, generate
+    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     tmp = Path(tempfile.mkdtemp(prefix="logmilp-smoke-"))
     generate(SyntheticConfig(n_lines=20_000, seed=0), tmp / "corpus")
@@ -65,18 +65,18 @@ def _smoke_corpus(overrides: list[str]) -> list[str]:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from .config import load_project
-    from .train import train_with_ray
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.train.loop import train_with_ray
 
     overrides = list(args.overrides)
     if args.smoke_test:
         overrides = _smoke_corpus(SMOKE_OVERRIDES + overrides)
     cfg = load_project(args.config, overrides)      # every config error surfaces here, before Ray starts
     if args.prepare or args.smoke_test:
-        from .pipeline import prepare
+        from ray_logmilp.ingest.pipeline import prepare
         print(format_prepare_summary(prepare(cfg.data)))
     result = train_with_ray(cfg)
-    from .train import format_progress
+    from ray_logmilp.train.loop import format_progress
     print("history:")
     for row in result.history:
         print("  " + format_progress(row, cfg.train.epochs))
@@ -113,7 +113,7 @@ def ablation_rows(config_path, overrides: list[str]) -> tuple[list[tuple[str, li
     """The ABLATIONS rows that change the model under this config, and the names of those that do not
     (e.g. "with the graded score" on a config that already has it): training those would only repeat
     the full model's seeds."""
-    from .config import load_project, to_dict
+    from ray_logmilp.config.project import load_project, to_dict
 
     full = to_dict(load_project(config_path, overrides))
     rows, same = [], []
@@ -126,8 +126,8 @@ def ablation_rows(config_path, overrides: list[str]) -> tuple[list[tuple[str, li
 
 
 def _train_seeds(args, overrides: list[str], seeds: list[int], tag: str) -> list[str]:
-    from .config import load_project
-    from .train import train_with_ray
+    from ray_logmilp.config.project import load_project
+    from ray_logmilp.train.loop import train_with_ray
 
     bundles = []
     for seed in seeds:
@@ -145,10 +145,10 @@ def _train_seeds(args, overrides: list[str], seeds: list[int], tag: str) -> list
 def evaluate_main(args: argparse.Namespace) -> int:
     import os
 
-    from .bundle import load_bundle, update_metrics
-    from .config import load_project, to_dict
-    from .data import load_prepared
-    from .evaluation import (aggregate, evaluate, example_lines, markdown_report, plot_heatmaps, plot_pr_curve,
+    from ray_logmilp.bundle import load_bundle, update_metrics
+    from ray_logmilp.config.project import load_project, to_dict
+    from ray_logmilp.ingest.prepared import load_prepared
+    from ray_logmilp.evaluation.evaluate import (aggregate, evaluate, example_lines, markdown_report, plot_heatmaps, plot_pr_curve,
                              strip_raw, write_json)
 
     overrides = list(args.overrides)
@@ -157,7 +157,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
     cfg = load_project(args.config, overrides)
     prepared_dir = cfg.train.prepared_dir or cfg.data.output_dir
     if args.smoke_test:
-        from .pipeline import prepare
+        from ray_logmilp.ingest.pipeline import prepare
         print(format_prepare_summary(prepare(cfg.data)))
     bundles = args.bundle or _train_seeds(args, overrides, cfg.eval.seeds, "")
     data = load_prepared(prepared_dir)

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from .config import ConfigError
+from ray_logmilp.config.project import ConfigError
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -48,11 +48,11 @@ def run_job(main: Callable[[argparse.Namespace], int], parser: argparse.Argument
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe the user's input, not a bug in ray-logmilp."""
-    from .bundle import BundleError
-    from .data import DataError
-    from .formats import FormatError
-    from .pipeline import PrepareError
-    from .sources import InputError
-    from .windows import WindowError
+    from ray_logmilp.bundle import BundleError
+    from ray_logmilp.ingest.prepared import DataError
+    from ray_logmilp.ingest.formats import FormatError
+    from ray_logmilp.ingest.pipeline import PrepareError
+    from ray_logmilp.ingest.sources import InputError
+    from ray_logmilp.ingest.windows import WindowError
 
     return (FormatError, InputError, PrepareError, WindowError, DataError, BundleError)

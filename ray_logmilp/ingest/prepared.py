@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import storage
+from ray_logmilp import storage
 
 
 class DataError(ValueError):

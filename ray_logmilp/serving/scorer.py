@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .bundle import Bundle, load_bundle
-from .formats import parse_chunk
-from .localize import localize
-from .parsing import ParserConfig, mask_array
+from ray_logmilp.bundle import Bundle, load_bundle
+from ray_logmilp.ingest.formats import parse_chunk
+from ray_logmilp.model.localize import localize
+from ray_logmilp.ingest.parsing import ParserConfig, mask_array
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Log formats: how one raw line becomes (timestamp, label, session, content).
 
 A :class:`LogFormat` is data, loaded from a small YAML file (built-ins live in
-``ray_logmilp/format_specs/``; users write their own, see ``docs/formats.md``). The header is a
+``ray_logmilp/ingest/format_specs/``; users write their own, see ``docs/formats.md``). The header is a
 Loghub-style template such as ``<Date> <Time> <Level> <Component>: <Content>``: every ``<Field>`` is a
 named field, runs of spaces between fields match any run of whitespace, and the literal text between
 fields is a regular-expression fragment (RE2 syntax, as used by pyarrow), so
@@ -674,11 +674,11 @@ def _validate_drain(drain: dict[str, Any], where: str) -> None:
 # Loading
 # --------------------------------------------------------------------------------------------------
 def _specs_dir():
-    return importlib.resources.files("ray_logmilp").joinpath("format_specs")
+    return importlib.resources.files("ray_logmilp.ingest").joinpath("format_specs")
 
 
 def builtin_formats() -> list[str]:
-    """Names of the formats shipped in ``ray_logmilp/format_specs`` (sorted)."""
+    """Names of the formats shipped in ``ray_logmilp/ingest/format_specs`` (sorted)."""
     return sorted(p.name[: -len(".yaml")] for p in _specs_dir().iterdir() if p.name.endswith(".yaml"))
 
 

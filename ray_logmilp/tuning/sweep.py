@@ -46,7 +46,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from .config import ConfigError, ProjectConfig, from_dict, load_yaml, to_dict
+from ray_logmilp.config.project import ConfigError, ProjectConfig, from_dict, load_yaml, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def load_search_space(path: str | os.PathLike, overrides: Sequence[str] = ()) ->
     low: 0.1, high: 0.9}`` (add a key) or ``space.train.lr=null`` (drop one)."""
     import yaml
 
-    from .config import apply_overrides
+    from ray_logmilp.config.project import apply_overrides
 
     data = load_yaml(path)
     rest = []
@@ -437,7 +437,7 @@ def plan_resources(spec: SweepSpec, cluster: dict[str, float]) -> tuple[float, f
 
 def tuning_data(prepared) -> Any:
     """Train and validation splits only, with instance labels blanked: all a trial may see."""
-    from .data import PreparedData
+    from ray_logmilp.ingest.prepared import PreparedData
 
     splits = {}
     for name in ("train", "val"):
@@ -514,7 +514,7 @@ def tune_trial(params: dict[str, Any], *, base: dict[str, Any], objective: dict[
     import ray
     import torch
 
-    from .train import fit
+    from ray_logmilp.train.loop import fit
 
     started_at = time.time()
     cfg = apply_params(base, params)
@@ -553,7 +553,7 @@ def _trial_clock(key: str):
         def _add(self, trial, event: str) -> None:
             # Looked up at call time: a by-value unpickled copy of this class must still write into the
             # driver's module-level list.
-            from ray_logmilp.tuning import record_clock_event
+            from ray_logmilp.tuning.sweep import record_clock_event
 
             record_clock_event(self.key, trial.trial_id, event)
 
@@ -839,8 +839,8 @@ def run_sweep(cfg: ProjectConfig, spec: SweepSpec, *, name: str | None = None, r
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from . import storage
-    from .data import load_prepared
+    from ray_logmilp import storage
+    from ray_logmilp.ingest.prepared import load_prepared
 
     if not resume:
         validate_spec(spec, cfg)
@@ -920,7 +920,7 @@ def _write_results(fs, results_dir: str, name: str, experiment_uri: str, grid, s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from . import storage
+    from ray_logmilp import storage
 
     # Trial clock events: this session's plus those of earlier (interrupted) sessions.
     clock_file = f"{results_dir}/trial_clock.json"
@@ -1051,7 +1051,7 @@ def sweep_main(args) -> int:
     import subprocess
     import sys
 
-    from .config import load_project
+    from ray_logmilp.config.project import load_project
 
     overrides, search_overrides = split_overrides(args.overrides)
     if args.resume and not args.name:
@@ -1087,8 +1087,8 @@ def sweep_main(args) -> int:
     if not ray.is_initialized():
         ray.init(address=args.address)
     if smoke_dir is not None:
-        from .jobs_impl import format_prepare_summary
-        from .pipeline import prepare
+        from ray_logmilp.cli.jobs import format_prepare_summary
+        from ray_logmilp.ingest.pipeline import prepare
 
         subprocess.run([sys.executable, "-m", "ray_logmilp.synthetic", "--out", str(smoke_dir / "corpus"),
                         "--lines", str(SMOKE_LINES), "--seed", "0", "--quiet"], check=True)

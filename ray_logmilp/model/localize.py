@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import LogMILP, perturb_key_instance
+from ray_logmilp.model.logmilp import LogMILP, perturb_key_instance
 
 __all__ = ["Localization", "localize"]
 

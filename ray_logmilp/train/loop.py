@@ -26,11 +26,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .config import ProjectConfig, TrainConfig, from_dict, to_dict
-from .data import BagSet, PreparedData, collate, load_prepared
-from .losses import compute_losses, loss_config_for_epoch
-from .metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_rate
-from .model import LogMILP, ModelConfig, perturb_key_instance
+from ray_logmilp.config.project import ProjectConfig, TrainConfig, from_dict, to_dict
+from ray_logmilp.ingest.prepared import BagSet, PreparedData, collate, load_prepared
+from ray_logmilp.model.losses import compute_losses, loss_config_for_epoch
+from ray_logmilp.evaluation.metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_rate
+from ray_logmilp.model.logmilp import LogMILP, ModelConfig, perturb_key_instance
 
 log = logging.getLogger(__name__)
 # The epoch kept as the bundle maximises this (see TrainConfig.select_sr_weight).
@@ -469,7 +469,7 @@ def train_with_ray(cfg: ProjectConfig) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from . import bundle, storage
+    from ray_logmilp import bundle, storage
 
     t0 = time.perf_counter()
     tc = cfg.train
@@ -528,7 +528,7 @@ def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
             result = train_local(cfg, run_dir=tmp)
         return dataclasses.replace(result, best_checkpoint="")
 
-    from . import bundle
+    from ray_logmilp import bundle
 
     t0 = time.perf_counter()
     data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))

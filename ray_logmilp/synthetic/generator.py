@@ -1050,5 +1050,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover (python -m ray_logmilp.synthetic runs __main__.py)
     raise SystemExit(main())

@@ -421,12 +421,12 @@ class EvalConfig:
 
 
 def _model_config_type():
-    from .model import ModelConfig
+    from ray_logmilp.model.logmilp import ModelConfig
     return ModelConfig
 
 
 def _loss_config_type():
-    from .losses import LossConfig
+    from ray_logmilp.model.losses import LossConfig
     return LossConfig
 
 

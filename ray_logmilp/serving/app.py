@@ -218,7 +218,7 @@ class LogMILPDetector:
     def __init__(self, args: dict[str, Any]):
         import torch
 
-        from ray_logmilp.inference import WindowScorer
+        from ray_logmilp.serving.scorer import WindowScorer
 
         self.args = AppArgs.model_validate(args)
         if self.args.torch_threads:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import PERTURBATION_MODES, LogMILP, LogMILPOutput, key_head_attention, perturb_key_instance
+from ray_logmilp.model.logmilp import PERTURBATION_MODES, LogMILP, LogMILPOutput, key_head_attention, perturb_key_instance
 
 __all__ = [
     "LossConfig",

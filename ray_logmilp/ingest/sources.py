@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from ray_logmilp.formats import (
+from ray_logmilp.ingest.formats import (
     DEFAULT_MAX_LINE_BYTES,
     LogFormat,
     empty_events,

@@ -33,13 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import storage
-from .config import DataConfig, to_dict
-from .embedding import embedder_from_config
-from .formats import LogFormat, load_format, parse_chunk
-from .parsing import ParserConfig, TemplateParser, mask_array
-from .sources import InputError, LineNumbering, ReadTask, expand_inputs, plan_read_tasks, read_task_chunks
-from .windows import BAG_SCHEMA, BagLabeler, assign_splits, make_windower
+from ray_logmilp import storage
+from ray_logmilp.config.project import DataConfig, to_dict
+from ray_logmilp.ingest.embedding import embedder_from_config
+from ray_logmilp.ingest.formats import LogFormat, load_format, parse_chunk
+from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array
+from ray_logmilp.ingest.sources import InputError, LineNumbering, ReadTask, expand_inputs, plan_read_tasks, read_task_chunks
+from ray_logmilp.ingest.windows import BAG_SCHEMA, BagLabeler, assign_splits, make_windower
 
 log = logging.getLogger(__name__)
 
