@@ -55,7 +55,7 @@ def run_prepare(corpus: Path, out_dir: Path) -> dict:
     """One prepare run in this process with RSS sampling; returns timing, counts and memory."""
     import ray
 
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
 
     cfg = load_project(None, [f"data.inputs=[{corpus}]", f"data.output_dir={out_dir}", "data.format=bgl",

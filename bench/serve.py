@@ -58,7 +58,7 @@ def build_bundle(work: Path, model_size: str) -> str:
     """A bundle trained briefly on a synthetic corpus (speed, not quality, matters here)."""
     import ray
 
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
     from ray_logmilp.train.loop import train_local

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import ray
     import torch
 
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
     from ray_logmilp.train.loop import train_local, train_with_ray

@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def ensure_prepared(args) -> str:
     if args.prepared:
         return args.prepared
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
 
     work = Path(args.workdir).resolve()
@@ -63,7 +63,7 @@ def train_and_evaluate(cfg_dict: dict, prepared_dir: str) -> dict:
     import torch
 
     from ray_logmilp.bundle import load_bundle
-    from ray_logmilp.config.project import ProjectConfig, from_dict
+    from ray_logmilp.config import ProjectConfig, from_dict
     from ray_logmilp.ingest.prepared import load_prepared
     from ray_logmilp.evaluation.evaluate import evaluate, strip_raw
     from ray_logmilp.train.loop import train_local
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     import numpy as np
     import ray
 
-    from ray_logmilp.config.project import load_project, to_dict
+    from ray_logmilp.config import load_project, to_dict
     from ray_logmilp.tuning.sweep import format_summary, load_search_space, run_sweep
 
     ray.init(address=args.address, include_dashboard=False)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ray_logmilp import storage
-from ray_logmilp.config.project import ProjectConfig, to_dict
+from ray_logmilp.config import ProjectConfig, to_dict
 
 log = logging.getLogger(__name__)
 

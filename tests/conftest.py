@@ -47,7 +47,7 @@ def synthetic_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_config(synthetic_corpus, tmp_path_factory):
     """A ProjectConfig pointing every stage at the small synthetic corpus and temp folders."""
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
 
     root = tmp_path_factory.mktemp("run")
     return load_project(REPO_ROOT / "configs" / "synthetic.yaml", [

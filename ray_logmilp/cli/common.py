@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from ray_logmilp.config.project import ConfigError
+from ray_logmilp.config import ConfigError
 
 
 def setup_logging(verbose: bool = False) -> None:

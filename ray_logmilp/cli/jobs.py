@@ -32,7 +32,7 @@ def format_prepare_summary(manifest: dict[str, Any]) -> str:
 
 
 def prepare_main(args: argparse.Namespace) -> int:
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
@@ -65,7 +65,7 @@ def _smoke_corpus(overrides: list[str]) -> list[str]:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.train.loop import train_with_ray
 
     overrides = list(args.overrides)
@@ -113,7 +113,7 @@ def ablation_rows(config_path, overrides: list[str]) -> tuple[list[tuple[str, li
     """The ABLATIONS rows that change the model under this config, and the names of those that do not
     (e.g. "with the graded score" on a config that already has it): training those would only repeat
     the full model's seeds."""
-    from ray_logmilp.config.project import load_project, to_dict
+    from ray_logmilp.config import load_project, to_dict
 
     full = to_dict(load_project(config_path, overrides))
     rows, same = [], []
@@ -126,7 +126,7 @@ def ablation_rows(config_path, overrides: list[str]) -> tuple[list[tuple[str, li
 
 
 def _train_seeds(args, overrides: list[str], seeds: list[int], tag: str) -> list[str]:
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.train.loop import train_with_ray
 
     bundles = []
@@ -146,7 +146,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
     import os
 
     from ray_logmilp.bundle import load_bundle, update_metrics
-    from ray_logmilp.config.project import load_project, to_dict
+    from ray_logmilp.config import load_project, to_dict
     from ray_logmilp.ingest.prepared import load_prepared
     from ray_logmilp.evaluation.evaluate import (aggregate, evaluate, example_lines, markdown_report, plot_heatmaps, plot_pr_curve,
                              strip_raw, write_json)

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_logmilp import storage
-from ray_logmilp.config.project import DataConfig, to_dict
+from ray_logmilp.config import DataConfig, to_dict
 from ray_logmilp.ingest.embedding import embedder_from_config
 from ray_logmilp.ingest.formats import LogFormat, load_format, parse_chunk
 from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_logmilp.config.project import LabelConfig, SplitConfig, WindowConfig
+from ray_logmilp.config import LabelConfig, SplitConfig, WindowConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ray_logmilp.config.project import ProjectConfig, TrainConfig, from_dict, to_dict
+from ray_logmilp.config import ProjectConfig, TrainConfig, from_dict, to_dict
 from ray_logmilp.ingest.prepared import BagSet, PreparedData, collate, load_prepared
 from ray_logmilp.model.losses import compute_losses, loss_config_for_epoch
 from ray_logmilp.evaluation.metrics import best_f1_threshold, precision_recall_f1, roc_auc, success_rate

@@ -46,7 +46,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from ray_logmilp.config.project import ConfigError, ProjectConfig, from_dict, load_yaml, to_dict
+from ray_logmilp.config import ConfigError, ProjectConfig, from_dict, load_yaml, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def load_search_space(path: str | os.PathLike, overrides: Sequence[str] = ()) ->
     low: 0.1, high: 0.9}`` (add a key) or ``space.train.lr=null`` (drop one)."""
     import yaml
 
-    from ray_logmilp.config.project import apply_overrides
+    from ray_logmilp.config import apply_overrides
 
     data = load_yaml(path)
     rest = []
@@ -1051,7 +1051,7 @@ def sweep_main(args) -> int:
     import subprocess
     import sys
 
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
 
     overrides, search_overrides = split_overrides(args.overrides)
     if args.resume and not args.name:

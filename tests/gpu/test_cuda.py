@@ -94,7 +94,7 @@ def gpu_config(small_config, small_prepared, tmp_path_factory):
 def test_fit_on_cuda_in_bf16_trains_attention_on_the_math_kernel(tmp_path, monkeypatch):
     """bf16 with PyTorch's default attention kernel diverged on an H200 (train.training_attention_kernels)."""
     import ray_logmilp.train.loop as train_module
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
 
     from ..unit.tiny_data import TINY_MODEL, tiny_prepared
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ray_logmilp.config.project import load_project
+from ray_logmilp.config import load_project
 from ray_logmilp.ingest.parsing import ParserConfig, grouping_accuracy, sequential_drain_baseline
 from ray_logmilp.ingest.formats import load_format
 from ray_logmilp.ingest.pipeline import PrepareError, prepare

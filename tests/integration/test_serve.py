@@ -52,7 +52,7 @@ def serve_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def serve_bundle(ray_local, serve_corpus, tmp_path_factory):
     """The serve corpus prepared by the real pipeline and a model trained on it in-process."""
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
     from ray_logmilp.train.loop import train_local
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ray_logmilp.bundle import BundleError, load_bundle
-from ray_logmilp.config.project import load_project, to_dict, from_dict, ProjectConfig
+from ray_logmilp.config import load_project, to_dict, from_dict, ProjectConfig
 from ray_logmilp.ingest.prepared import load_prepared
 from ray_logmilp.evaluation.evaluate import evaluate
 from ray_logmilp.train.loop import train_with_ray
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def with_overrides(cfg, *overrides):
-    from ray_logmilp.config.project import apply_overrides
+    from ray_logmilp.config import apply_overrides
     return from_dict(ProjectConfig, apply_overrides(to_dict(cfg), list(overrides)))
 
 

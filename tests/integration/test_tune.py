@@ -13,7 +13,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
-from ray_logmilp.config.project import load_project  # noqa: E402
+from ray_logmilp.config import load_project  # noqa: E402
 from ray_logmilp.tuning.sweep import load_search_space, run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_logmilp.config.project import ConfigError, DataConfig, ProjectConfig, WindowConfig, load_project, to_dict
+from ray_logmilp.config import ConfigError, DataConfig, ProjectConfig, WindowConfig, load_project, to_dict
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -60,7 +60,7 @@ def test_missing_config_file_is_an_error(tmp_path):
 def test_round_trip_through_dict():
     cfg = load_project(None, ["data.window.size=32"])
     assert load_project(None, []).data.window.size == 64
-    from ray_logmilp.config.project import from_dict
+    from ray_logmilp.config import from_dict
     assert from_dict(ProjectConfig, to_dict(cfg)) == cfg
 
 

@@ -234,7 +234,7 @@ def test_kuberay_training_clusters_have_cpu_and_gpu_groups(kind):
 
 
 def test_rayjob_entrypoint_is_a_valid_training_command():
-    from ray_logmilp.config.project import load_project
+    from ray_logmilp.config import load_project
 
     obj = _manifests()["RayJob"]
     spec = obj["spec"]

@@ -152,7 +152,7 @@ def test_embedder_from_config_builds_and_fits():
     assert isinstance(emb, HashingEmbedder) and emb.dim == 32 and emb.fitted
     assert np.array_equal(emb.embed(TEMPLATES), HashingEmbedder(dim=32).fit(TEMPLATES).embed(TEMPLATES))
     try:
-        from ray_logmilp.config.project import EmbeddingConfig
+        from ray_logmilp.config import EmbeddingConfig
     except ImportError:
         return
     emb = embedder_from_config(EmbeddingConfig(), TEMPLATES)
@@ -176,7 +176,7 @@ def test_sentence_transformer_missing_dependency_message(tmp_path):
 
 
 def test_the_project_default_and_the_embedder_default_agree():
-    from ray_logmilp.config.project import EmbeddingConfig
+    from ray_logmilp.config import EmbeddingConfig
     from ray_logmilp.ingest.embedding import DEFAULT_HASHING_DIM, embedder_from_config
 
     assert EmbeddingConfig().dim == DEFAULT_HASHING_DIM == HashingEmbedder().dim

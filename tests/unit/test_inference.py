@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ray_logmilp.bundle import load_bundle, write_bundle
-from ray_logmilp.config.project import load_project
+from ray_logmilp.config import load_project
 from ray_logmilp.ingest.embedding import HashingEmbedder
 from ray_logmilp.ingest.formats import load_format, parse_chunk
 from ray_logmilp.serving.scorer import WindowScorer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ray_logmilp.config.project import ConfigError, TrainConfig, load_project
+from ray_logmilp.config import ConfigError, TrainConfig, load_project
 from ray_logmilp.train.loop import learning_rate
 
 from .tiny_data import TINY_MODEL, tiny_prepared

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ray_logmilp.train.loop as train_module
-from ray_logmilp.config.project import load_project
+from ray_logmilp.config import load_project
 from ray_logmilp.train.loop import LocalContext, finite_step, fit
 
 from .tiny_data import TINY_MODEL, tiny_prepared

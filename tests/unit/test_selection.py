@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from ray_logmilp.config.project import ConfigError, TrainConfig
+from ray_logmilp.config import ConfigError, TrainConfig
 from ray_logmilp.train.loop import SELECT_METRIC, LocalContext, validation_metrics
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ray_logmilp.config.project import ConfigError, load_project, to_dict
+from ray_logmilp.config import ConfigError, load_project, to_dict
 from ray_logmilp.tuning.sweep import (ObjectiveConfig, apply_params, best_config_yaml, default_point, load_search_space,
                                 objective_value, parse_search_space, plan_resources, split_overrides,
                                 summarise, trial_walls, tuning_data, validate_spec)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ray_logmilp.train.loop as train_module
-from ray_logmilp.config.project import ConfigError, load_project
+from ray_logmilp.config import ConfigError, load_project
 from ray_logmilp.train.loop import LocalContext, WeightAverage, fit, load_checkpoint
 
 from .tiny_data import TINY_MODEL, tiny_prepared

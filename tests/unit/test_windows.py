@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp.config.project import LabelConfig, SplitConfig, WindowConfig
+from ray_logmilp.config import LabelConfig, SplitConfig, WindowConfig
 from ray_logmilp.ingest.windows import (BagLabeler, WindowError, alarm_labels, assign_splits, iter_bags,
                                  load_alarms, load_session_labels)
 
