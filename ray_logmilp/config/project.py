@@ -1,4 +1,4 @@
-"""Configuration: one dataclass per stage, YAML files, dotted CLI overrides.
+"""The project config: one dataclass per stage, read from one YAML file plus dotted CLI overrides.
 
 A config file is a YAML mapping whose top-level keys are stages (``data``, ``model``, ``loss``,
 ``train``, ``eval``). Every key must be a field of the stage's dataclass: an unknown key, a value of the
@@ -12,166 +12,12 @@ Overrides on the command line use the same dotted names, with YAML values::
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the dotted key."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Generic machinery: dict <-> dataclass with type checks and named errors.
-# --------------------------------------------------------------------------------------------------
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert the harmless cases (int -> float, list -> tuple)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads "3e-3" (no dot) as a string; users write it that way in overrides and files.
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-            if not math.isfinite(value):
-                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls, localns=_lazy_types())
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} "
-            + ", ".join(f"'{prefix}{k}'" for k in unknown)
-            + f"; {prefix.rstrip('.') or cls.__name__} accepts: {', '.join(sorted(names))}"
-        )
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
-    try:
-        obj = cls(**kwargs)
-    except ConfigError as exc:
-        # __post_init__ validation names the field relative to its dataclass; add the dotted prefix.
-        msg = str(exc)
-        raise ConfigError(f"{prefix}{msg}" if not msg.startswith(":") else f"{prefix.rstrip('.')}{msg}") from None
-    except ValueError as exc:
-        # Validation in library dataclasses (model, loss) says "ModelConfig.hidden_dim ..."; name the flag.
-        raise ConfigError(str(exc).replace(f"{cls.__name__}.", prefix)) from None
-    except TypeError as exc:  # a required field missing
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from None
-    return obj
-
-
-def _lazy_types() -> dict[str, Any]:
-    """Annotations of sections defined in torch modules, resolved only when needed."""
-    return {"ModelConfig": _model_config_type(), "LossConfig": _loss_config_type()}
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclass tree -> plain dict (tuples become lists) suitable for YAML/JSON."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key.path=value")
-        dotted, raw = item.split("=", 1)
-        dotted = dotted.strip().lstrip("-")
-        if not dotted:
-            raise ConfigError(f"override {item!r} has an empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {dotted}: cannot parse value {raw!r}: {exc}") from None
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {dotted}: '{part}' is a value, not a section")
-            node = nxt
-        node[parts[-1]] = value
-    return data
-
-
-def _require(cond: bool, key: str, message: str) -> None:
-    """Validation inside ``__post_init__``: ``key`` is the field name ('' for the whole section)."""
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
+from ray_logmilp.config.engine import apply_overrides, from_dict, load_yaml, require
+from ray_logmilp.model.config import LossConfig, ModelConfig
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,16 +39,16 @@ class WindowConfig:
     each carrying the window's label source; lines are never dropped."""
 
     def __post_init__(self) -> None:
-        _require(self.size > 0, "size", f"must be > 0, got {self.size}")
+        require(self.size > 0, "size", f"must be > 0, got {self.size}")
         if self.stride is not None:
-            _require(self.stride > 0, "stride", f"must be > 0, got {self.stride}")
+            require(self.stride > 0, "stride", f"must be > 0, got {self.stride}")
             # A stride longer than the window would leave lines in no bag at all.
-            _require(self.stride <= self.size, "stride", f"must be <= size ({self.size}), got {self.stride}")
+            require(self.stride <= self.size, "stride", f"must be <= size ({self.size}), got {self.stride}")
         if self.kind == "count":
-            _require(float(self.size).is_integer(), "size", "must be a whole number of lines for kind=count")
+            require(float(self.size).is_integer(), "size", "must be a whole number of lines for kind=count")
             if self.stride is not None:
-                _require(float(self.stride).is_integer(), "stride", "must be a whole number for kind=count")
-        _require(self.max_instances >= 1, "max_instances", f"must be >= 1, got {self.max_instances}")
+                require(float(self.stride).is_integer(), "stride", "must be a whole number for kind=count")
+        require(self.max_instances >= 1, "max_instances", f"must be >= 1, got {self.max_instances}")
 
     @property
     def step(self) -> float:
@@ -223,9 +69,9 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         if self.source == "alarms":
-            _require(bool(self.alarms_path), "alarms_path", "is required when labels.source is 'alarms'")
+            require(bool(self.alarms_path), "alarms_path", "is required when labels.source is 'alarms'")
         if self.source == "sessions":
-            _require(bool(self.session_labels_path), "session_labels_path",
+            require(bool(self.session_labels_path), "session_labels_path",
                      "is required when labels.source is 'sessions'")
 
 
@@ -243,9 +89,9 @@ class SplitConfig:
     def __post_init__(self) -> None:
         for name in ("train", "val", "test"):
             v = getattr(self, name)
-            _require(0.0 <= v <= 1.0, name, f"must be within [0, 1], got {v}")
+            require(0.0 <= v <= 1.0, name, f"must be within [0, 1], got {v}")
         total = self.train + self.val + self.test
-        _require(abs(total - 1.0) < 1e-6, "", f"train + val + test must be 1, got {total}")
+        require(abs(total - 1.0) < 1e-6, "", f"train + val + test must be 1, got {total}")
 
 
 @dataclass
@@ -265,9 +111,9 @@ class EmbeddingConfig:
     """Local folder of a sentence-transformers model (never downloaded)."""
 
     def __post_init__(self) -> None:
-        _require(self.dim >= 8, "dim", f"must be >= 8, got {self.dim}")
+        require(self.dim >= 8, "dim", f"must be >= 8, got {self.dim}")
         if self.kind == "sentence_transformers":
-            _require(bool(self.model_path), "model_path", "is required for kind sentence_transformers")
+            require(bool(self.model_path), "model_path", "is required for kind sentence_transformers")
 
 
 @dataclass
@@ -294,35 +140,10 @@ class DataConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
     def __post_init__(self) -> None:
-        _require(self.read_block_bytes >= 1024, "read_block_bytes", "must be >= 1024")
-        _require(self.chunk_lines >= 1, "chunk_lines", "must be >= 1")
+        require(self.read_block_bytes >= 1024, "read_block_bytes", "must be >= 1024")
+        require(self.chunk_lines >= 1, "chunk_lines", "must be >= 1")
         if self.parse_concurrency is not None:
-            _require(self.parse_concurrency >= 1, "parse_concurrency", "must be >= 1")
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (an empty file is an empty config)."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p}: the top level must be a mapping of stages")
-    return data
-
-
-def load_stage(cls: type, path: str | Path | None, overrides: list[str] | None = None,
-               section: str | None = None) -> Any:
-    """Load one stage's dataclass from ``path`` (optionally one ``section`` of it) plus overrides."""
-    data = load_yaml(path) if path else {}
-    if section is not None:
-        data = data.get(section) or {}
-        overrides = [o[len(section) + 1:] for o in (overrides or []) if o.startswith(section + ".")]
-    apply_overrides(data, overrides or [])
-    return from_dict(cls, data, prefix=f"{section}." if section else "")
+            require(self.parse_concurrency >= 1, "parse_concurrency", "must be >= 1")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,15 +211,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "num_workers", "num_to_keep"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _require(0 <= self.lr_min_factor <= 1, "lr_min_factor", f"must be in [0, 1], got {self.lr_min_factor}")
-        _require(self.max_failures >= 0, "max_failures", "must be >= 0")
-        _require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        _require(self.select_sr_weight >= 0, "select_sr_weight", f"must be >= 0, got {self.select_sr_weight}")
-        _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.lr_min_factor <= 1, "lr_min_factor", f"must be in [0, 1], got {self.lr_min_factor}")
+        require(self.max_failures >= 0, "max_failures", "must be >= 0")
+        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        require(self.select_sr_weight >= 0, "select_sr_weight", f"must be >= 0, got {self.select_sr_weight}")
+        require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if self.steps_per_epoch is not None:
-            _require(self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1")
+            require(self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1")
 
 
 @dataclass
@@ -415,19 +236,9 @@ class EvalConfig:
     """Positive test bags drawn as attention heatmaps in the report."""
 
     def __post_init__(self) -> None:
-        _require(all(k >= 1 for k in self.top_k) and bool(self.top_k), "top_k", "must be a non-empty list of k >= 1")
-        _require(0 <= self.delta_sr < 1, "delta_sr", f"must be in [0, 1), got {self.delta_sr}")
-        _require(bool(self.seeds), "seeds", "must name at least one seed")
-
-
-def _model_config_type():
-    from ray_logmilp.model.logmilp import ModelConfig
-    return ModelConfig
-
-
-def _loss_config_type():
-    from ray_logmilp.model.losses import LossConfig
-    return LossConfig
+        require(all(k >= 1 for k in self.top_k) and bool(self.top_k), "top_k", "must be a non-empty list of k >= 1")
+        require(0 <= self.delta_sr < 1, "delta_sr", f"must be in [0, 1), got {self.delta_sr}")
+        require(bool(self.seeds), "seeds", "must name at least one seed")
 
 
 @dataclass
@@ -435,8 +246,8 @@ class ProjectConfig:
     """Top level of a config file. Each job validates the whole file, so a typo anywhere fails early."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    model: "ModelConfig" = field(default_factory=lambda: _model_config_type()())
-    loss: "LossConfig" = field(default_factory=lambda: _loss_config_type()())
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

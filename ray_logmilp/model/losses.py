@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ray_logmilp.model.logmilp import PERTURBATION_MODES, LogMILP, LogMILPOutput, key_head_attention, perturb_key_instance
+from ray_logmilp.model.config import LossConfig  # noqa: F401
+from ray_logmilp.model.logmilp import LogMILP, LogMILPOutput, key_head_attention, perturb_key_instance
 
 __all__ = [
     "LossConfig",
@@ -26,111 +26,6 @@ __all__ = [
     "instance_loss",
     "compute_losses",
 ]
-
-
-@dataclass
-class LossConfig:
-    """Weights and margins of the LogMILP loss. The paper gives none of the values; ours are below."""
-
-    focal_gamma: float = 2.0
-    """γ of the focal loss (Lin et al.'s default): down-weights bags the model already gets right."""
-    focal_alpha: float | None = 0.5
-    """Weight of the positive (anomalous) class; negatives get 1 − α. None disables class weighting.
-    0.5 (neutral) because training already draws positive and negative bags equally often (the paper's
-    weighted sampler); Lin et al.'s 0.25 on top of that under-weighted positives threefold and stalled
-    learning on the synthetic benchmark."""
-    lambda_p: float = 0.01
-    """λ_p on L_proto. F_p is a descriptor, not a score; the hinges only shape the prototype space.
-    The paper gives no value. The focal loss of a bag near chance is ~0.09 (α = 0.5, γ = 2), so a weight
-    of 0.1 let the hinges (~0.3) outvote it and the encoder collapsed; 0.01 keeps them a nudge."""
-    lambda_a: float = 0.001
-    """λ_a on L_attn. Entropy in [0, 1] pushes towards one-hot attention; kept an order of magnitude
-    below λ_p for the same reason (at 0.01 the attention went one-hot on arbitrary lines)."""
-    lambda_c: float = 0.1
-    """λ_c on L_con. The consistency hinge is the method's contribution (Table III); its value at
-    chance is Δ_c = 0.5, five times the focal loss, so 0.1 puts it on the classifier's scale. Tune it
-    (tune/sweep.py searches λ_p, λ_a, λ_c on a log scale)."""
-    delta_p: float = 0.8
-    """Δ_p: positive bags should have some instance with max prototype similarity M_bag ≥ Δ_p."""
-    delta_e: float = 0.5
-    """Δ_e: negative bags should spread over prototypes, normalised assignment entropy E_bag ≥ Δ_e."""
-    w_ent: float = 1.0
-    """w_ent: weight of the negative-bag entropy hinge inside L_proto (Algorithm 1 line 7)."""
-    delta_c: float = 0.5
-    """Δ_c: removing the key instance of a positive bag should lower P by at least this much."""
-    eps: float = 1e-8
-    """ε inside log(A + ε) of the attention entropy (Algorithm 1 line 8)."""
-    use_consistency: bool = True
-    """Ablation switch: False skips the perturbed second forward pass and L_con."""
-    perturbation: str = "zero"
-    """How the key instance is removed: "zero" (the paper) or "mask" (drop it via the mask)."""
-    regularizer_warmup_epochs: int = 5
-    """λ_p, λ_a and λ_c ramp linearly from 0 to their values over these epochs. Early on the classifier
-    cannot tell positive from negative bags, and at full strength from step 0 each regulariser has a
-    degenerate optimum the model found first on the synthetic benchmark: the prototype hinges were met
-    by collapsing every line onto one point (constant score), the entropy term by one-hot attention on
-    an arbitrary line, the consistency hinge by scoring every bag high only with its top line. Letting
-    the classifier learn first avoids those traps. 0 disables the ramp."""
-    lambda_l: float = 0.05
-    """λ_l on L_loc (ours, not in the paper; 0 = off; see docs/training.md): for each positive bag, try
-    removing each of its ``localization_candidates`` most-attended lines, and pull the key head's
-    attention towards the one whose removal lowers P most (``localization_targets``). The consistency
-    hinge only asks that the top line matter; this asks that the top line be the one that matters most,
-    which is what localization needs. It uses bag labels and the model's own scores only. 0.2 was
-    degenerate on the benchmark corpus (AUC 0.79, Loc@3 0.06 after 800 steps); 0.05 is on the scale of
-    the other terms."""
-    localization_candidates: int = 4
-    """How many of a positive bag's most-attended lines L_loc tries removing to find the one that matters."""
-    lambda_i: float = 0.1
-    """λ_i on L_inst (ours, not in the paper; 0 = off): multi-instance learning on the pooling heads'
-    line scores (their attention logits, ``LogMILPOutput.scores``), as in mi-Net (Wang et al. 2018).
-    Every line of a negative bag is normal, so each head's highest score there is pushed below 0; a
-    positive bag holds at least one anomalous line, so each head's highest score is pushed above 0.
-    The bag loss reaches a head only through the averaged features it pools; this scores the lines
-    themselves, so a negative bag directly pushes down whichever of its lines looks most anomalous (a
-    "close" after its own "open", say), and a positive bag lifts its most anomalous one. The softmax is blind to a
-    common shift of a head's logits, so the term costs pooling nothing; it fixes the scale that
-    ``ModelConfig.witness_scores`` reads. Not ramped in by ``regularizer_warmup_epochs``: unlike the
-    other terms it has no degenerate optimum (a constant score cannot satisfy both bag kinds).
-    On the 1M-line benchmark corpus (3 seeds, 2,400 steps, 2 CPU cores, test split) 0.1 against 0:
-    Loc@1 0.926 vs 0.813, Loc@3 0.902 vs 0.850, SR 0.875 vs 0.832, for F1 0.906 vs 0.921; two more
-    seeds on a GPU agreed. Localization is what the product is for, so 0.1 is the default; 0 gives
-    back the last 1.5 points of F1 (docs/training.md)."""
-    positive_cap: float | None = None
-    """Ours, off (None, the paper) by default: a positive bag whose P has reached this value gets no
-    classification loss, so nothing pushes it further towards 1 (negatives are not capped). Why: SR
-    (eq. 6) asks that removing the key line lower P by more than δ_sr, also in windows with two or three
-    anomalous lines (43% of the benchmark's positive windows), where the other anomalies remain. That
-    needs a P that grows with the evidence; the focal loss pushes every positive bag to P ≈ 1, where one
-    line more or less cannot move it. With ``positive_cap=0.5 delta_c=0.2 lambda_c=0.3`` and
-    ``ModelConfig.evidence_counts`` (the "graded score" settings; Δ_c = 0.5 cannot hold three steps
-    below P = 1) the hinge grades P instead: median P 0.58 / 0.73 / 0.83 for windows with one / two /
-    three anomalous lines. On the 1M-line benchmark (3 seeds) SR 0.941 against 0.875, F1 0.917 against
-    0.906, Loc@3 0.874 against 0.902, Loc@1 0.821 against 0.926. Not the default: an untrained model
-    scores every bag near P = 0.5, so from the first step about half the positives get no loss, and on
-    the serve tests' short run (8 × 40 steps) it never started learning (test AUC 0.65 against 1.00).
-    With it P is an anomaly score read against the validation threshold, not a calibrated probability
-    (docs/training.md, "The graded score")."""
-    detach_p_orig: bool = False
-    """Stop the gradient of P_orig inside L_con. Default False: the gradient flows through both passes.
-    For positive bags L_con raises P_orig, which agrees with L_cls, and lowers P_pert, which is the point;
-    detaching would only remove the first (harmless) half. Kept as a switch for experiments."""
-
-    def __post_init__(self) -> None:
-        if self.perturbation not in PERTURBATION_MODES:
-            raise ValueError(f"LossConfig.perturbation must be one of {PERTURBATION_MODES}, "
-                             f"got {self.perturbation!r}")
-        if self.regularizer_warmup_epochs < 0:
-            raise ValueError(f"LossConfig.regularizer_warmup_epochs must be >= 0, got {self.regularizer_warmup_epochs}")
-        if self.localization_candidates < 1:
-            raise ValueError(f"LossConfig.localization_candidates must be >= 1, got {self.localization_candidates}")
-        for name in ("focal_gamma", "lambda_p", "lambda_a", "lambda_c", "lambda_l", "lambda_i", "w_ent", "eps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.positive_cap is not None and not 0.5 <= self.positive_cap <= 1.0:
-            raise ValueError(f"LossConfig.positive_cap must be in [0.5, 1] or None, got {self.positive_cap}")
-        if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"LossConfig.focal_alpha must be in [0, 1] or None, got {self.focal_alpha}")
 
 
 def _masked_mean(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
