@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from ray_logmilp.cli.smoke import smoke_overrides, write_smoke_corpus
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,9 @@ def format_prepare_summary(manifest: dict[str, Any]) -> str:
 def prepare_main(args: argparse.Namespace) -> int:
     from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
-    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
-
     overrides = list(args.overrides)
     if args.smoke_test:
-        tmp = Path(tempfile.mkdtemp(prefix="logmilp-smoke-"))
-        generate(SyntheticConfig(n_lines=20_000, seed=0), tmp / "corpus")
-        overrides += [f"data.inputs=[{tmp / 'corpus' / 'corpus.log'}]", f"data.output_dir={tmp / 'prepared'}",
-                      "data.format=bgl", "data.labels.source=lines"]
+        overrides = _smoke_corpus(overrides)
     cfg = load_project(args.config, overrides)      # every config error surfaces here, before Ray starts
     manifest = prepare(cfg.data)
     print(format_prepare_summary(manifest))
@@ -49,19 +44,11 @@ def prepare_main(args: argparse.Namespace) -> int:
     return 0
 
 
-SMOKE_OVERRIDES = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "model.attention_dim=16",
-                   "model.num_prototypes=4", "data.window.size=32", "data.window.stride=32"]
-
-
 def _smoke_corpus(overrides: list[str]) -> list[str]:
-    """A tiny synthetic corpus in a temp folder and the overrides that point every stage at it."""
-    from ray_logmilp.synthetic.generator import SyntheticConfig, generate
-
-    tmp = Path(tempfile.mkdtemp(prefix="logmilp-smoke-"))
-    generate(SyntheticConfig(n_lines=20_000, seed=0), tmp / "corpus")
-    return overrides + [f"data.inputs=[{tmp / 'corpus' / 'corpus.log'}]", f"data.output_dir={tmp / 'prepared'}",
-                        "data.format=bgl", "data.labels.source=lines", f"train.bundle_dir={tmp / 'model'}",
-                        f"train.storage_path={tmp / 'ray_results'}", "train.prepared_dir=null"]
+    """Write the smoke corpus; the overrides that point every stage at it come first, the user's after."""
+    root, smoke = smoke_overrides()
+    write_smoke_corpus(root)
+    return smoke + overrides
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -70,7 +57,7 @@ def train_main(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.smoke_test:
-        overrides = _smoke_corpus(SMOKE_OVERRIDES + overrides)
+        overrides = _smoke_corpus(overrides)
     cfg = load_project(args.config, overrides)      # every config error surfaces here, before Ray starts
     if args.prepare or args.smoke_test:
         from ray_logmilp.ingest.pipeline import prepare
@@ -153,7 +140,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.smoke_test:
-        overrides = _smoke_corpus(SMOKE_OVERRIDES + ["eval.seeds=[0]"] + overrides)
+        overrides = _smoke_corpus(["eval.seeds=[0]"] + overrides)
     cfg = load_project(args.config, overrides)
     prepared_dir = cfg.train.prepared_dir or cfg.data.output_dir
     if args.smoke_test:

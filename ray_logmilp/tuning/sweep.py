@@ -986,11 +986,6 @@ def _write_results(fs, results_dir: str, name: str, experiment_uri: str, grid, s
 # The body of tune/sweep.py
 # --------------------------------------------------------------------------------------------------
 
-SMOKE_OVERRIDES = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "model.attention_dim=16",
-                   "data.window.size=32", "data.window.stride=32"]
-SMOKE_LINES = 20_000
-
-
 def format_summary(result: SweepResult, top: int = 10) -> str:
     s = result.summary
     lines = [f"sweep {result.name}: {'complete' if result.complete else 'INTERRUPTED (partial results)'}"]
@@ -1048,9 +1043,6 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def sweep_main(args) -> int:
     """``tune/sweep.py``: load and check config + space, (smoke: make a tiny corpus), sweep, print."""
-    import subprocess
-    import sys
-
     from ray_logmilp.config import load_project
 
     overrides, search_overrides = split_overrides(args.overrides)
@@ -1058,12 +1050,10 @@ def sweep_main(args) -> int:
         raise ConfigError("--resume needs --name: the sweep to continue (printed when it started)")
     smoke_dir = None
     if args.smoke_test:
-        smoke_dir = Path(tempfile.mkdtemp(prefix="logmilp-sweep-smoke-"))
-        overrides = SMOKE_OVERRIDES + [
-            f"data.inputs=[{smoke_dir / 'corpus' / 'corpus.log'}]", f"data.output_dir={smoke_dir / 'prepared'}",
-            "data.format=bgl", "data.labels.source=lines", "train.prepared_dir=null",
-            f"train.bundle_dir={smoke_dir / 'model'}", f"train.storage_path={smoke_dir / 'ray_results'}",
-        ] + overrides
+        from ray_logmilp.cli.smoke import smoke_overrides
+
+        smoke_dir, smoke = smoke_overrides("logmilp-sweep-smoke-")
+        overrides = smoke + overrides
     cfg = load_project(args.config, overrides)              # config errors surface here, before Ray starts
     if args.num_samples is not None:
         search_overrides.append(f"search.num_samples={args.num_samples}")
@@ -1088,10 +1078,10 @@ def sweep_main(args) -> int:
         ray.init(address=args.address)
     if smoke_dir is not None:
         from ray_logmilp.cli.jobs import format_prepare_summary
+        from ray_logmilp.cli.smoke import write_smoke_corpus
         from ray_logmilp.ingest.pipeline import prepare
 
-        subprocess.run([sys.executable, "-m", "ray_logmilp.synthetic", "--out", str(smoke_dir / "corpus"),
-                        "--lines", str(SMOKE_LINES), "--seed", "0", "--quiet"], check=True)
+        write_smoke_corpus(smoke_dir)
         print(format_prepare_summary(prepare(cfg.data, progress=False)))
     name = args.name or default_sweep_name(args.config if not args.smoke_test else "smoke")
     result = run_sweep(cfg, spec, name=name, resume=args.resume, verbose=args.tune_verbose)
