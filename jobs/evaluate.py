@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from ray_logmilp.cli.common import job_parser, run_job
+    from ray_logmilp.cli.common import job_parser, project_config, run_job
     from ray_logmilp.cli.jobs import evaluate_main
 
     parser = job_parser(__doc__.splitlines()[0])
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--report-dir", default=None, help="where metrics.json, report.md and PNGs go "
                         "(default: <train.bundle_dir>/report)")
     parser.add_argument("--smoke-test", action="store_true", help="tiny corpus, one seed, 2 epochs")
-    return run_job(evaluate_main, parser, argv)
+    return run_job(evaluate_main, parser, argv, resolve=project_config)
 
 
 if __name__ == "__main__":

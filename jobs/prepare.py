@@ -10,12 +10,12 @@ import sys
 
 
 def main(argv=None) -> int:
-    from ray_logmilp.cli.common import job_parser, run_job
+    from ray_logmilp.cli.common import job_parser, project_config, run_job
     from ray_logmilp.cli.jobs import prepare_main
 
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--smoke-test", action="store_true", help="tiny synthetic corpus, quick run")
-    return run_job(prepare_main, parser, argv)
+    return run_job(prepare_main, parser, argv, resolve=project_config)
 
 
 if __name__ == "__main__":

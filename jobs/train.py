@@ -10,14 +10,14 @@ import sys
 
 
 def main(argv=None) -> int:
-    from ray_logmilp.cli.common import job_parser, run_job
+    from ray_logmilp.cli.common import job_parser, project_config, run_job
     from ray_logmilp.cli.jobs import train_main
 
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--smoke-test", action="store_true",
                         help="tiny synthetic corpus, 2 epochs, small model: checks the whole path in a minute")
     parser.add_argument("--prepare", action="store_true", help="run the prepare stage first (data section)")
-    return run_job(train_main, parser, argv)
+    return run_job(train_main, parser, argv, resolve=project_config)
 
 
 if __name__ == "__main__":

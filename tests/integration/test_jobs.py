@@ -45,5 +45,5 @@ def test_evaluate_smoke_test_prints_the_tables_and_writes_the_report(tmp_path):
 def test_unknown_key_fails_before_ray_starts():
     proc = run_job("jobs/train.py", "--config", str(REPO_ROOT / "configs" / "synthetic.yaml"), "train.epoch=3")
     assert proc.returncode == 2
-    assert "unknown key 'train.epoch'" in proc.stderr
+    assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
