@@ -1,6 +1,6 @@
 """``python -m ray_logmilp.synthetic``: write a synthetic corpus with ground truth."""
 import sys
 
-from ray_logmilp.synthetic.generator import main
+from ray_logmilp.synthetic.cli import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
-"""Unit tests for ray_logmilp.synthetic: layout, determinism, planted anomalies and hard cases, speed,
-memory, corrupt mode, gzip and the CLI. Fast, no Ray."""
+"""The synthetic generator: layout, determinism, planted anomalies and hard cases, speed, memory,
+corrupt mode and gzip. Fast, no Ray."""
 from __future__ import annotations
 
 import csv
@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_logmilp.synthetic.generator import (ANOMALY_KINDS, CORRUPT_KINDS, SyntheticConfig, build_templates, generate,
-                                   main)
+from ray_logmilp.synthetic import ANOMALY_KINDS, CORRUPT_KINDS, SyntheticConfig, build_templates, generate
 
 BGL_LINE = re.compile(
     r"^(?P<label>\S+) (?P<ts>\d+) (?P<date>\d{4}\.\d{2}\.\d{2}) (?P<node>\S+) "
@@ -353,45 +352,3 @@ def test_memory_does_not_grow_with_line_count(tmp_path):
         finally:
             tracemalloc.stop()
     assert peaks[1] < 1.3 * peaks[0], peaks
-
-
-# ------------------------------------------------------------------------------------ config and CLI
-@pytest.mark.parametrize("kw, field", [
-    (dict(n_lines=0), "n_lines"),
-    (dict(kind_weights=(0, 0, 0, 0)), "kind_weights"),
-    (dict(kind_weights=(1, 1)), "kind_weights"),
-    (dict(clean_lines=10), "clean_lines"),
-    (dict(lines_per_second=0), "lines_per_second"),
-    (dict(burst_length=(30, 10)), "burst_length"),
-])
-def test_config_validation_names_the_field(kw, field):
-    with pytest.raises(ValueError, match=field):
-        SyntheticConfig(**kw)
-
-
-def test_config_fields_have_docstrings():
-    import inspect
-
-    import ray_logmilp.synthetic.generator as syn
-    src = inspect.getsource(syn.SyntheticConfig)
-    for name in SyntheticConfig.__dataclass_fields__:
-        assert re.search(rf"\n    {name}: .*\n    \"\"\"", src), f"{name} lacks a docstring"
-
-
-def test_cli_prints_summary(tmp_path, capsys):
-    rc = main(["--out", str(tmp_path / "cli"), "--lines", "5000", "--seed", "3", "--corrupt",
-               "--set", "kind_weights=0,0,0,1", "--set", "alarm_pad_seconds=2"])
-    assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["lines_valid"] == 5000
-    assert summary["lines_corrupt"] == 4 * SyntheticConfig().corrupt_per_kind
-    assert summary["episodes"] == summary["episodes_by_kind"]["order"] > 0
-    truth = json.loads((tmp_path / "cli" / "truth.json").read_text())
-    assert truth["config"]["alarm_pad_seconds"] == 2.0
-
-
-def test_cli_rejects_unknown_field(tmp_path):
-    with pytest.raises(SystemExit, match="no_such_field"):
-        main(["--out", str(tmp_path), "--set", "no_such_field=1"])
-    with pytest.raises(SystemExit, match="episode_rate"):
-        main(["--out", str(tmp_path), "--episode-rate", "-1"])
