@@ -1,11 +1,11 @@
-"""Config loading: YAML + dotted overrides; unknown keys and bad values name the flag."""
-from pathlib import Path
-
+"""The project config: YAML + dotted overrides; unknown keys and bad values name the flag."""
 import pytest
 
 from ray_logmilp.config import ConfigError, DataConfig, ProjectConfig, WindowConfig, load_project, to_dict
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+from ...conftest import REPO_ROOT
+
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -74,7 +74,7 @@ def test_every_ablation_row_is_a_valid_override_that_changes_the_config():
     # only show after an hour of training, and a row that changes nothing would report the defaults twice.
     from ray_logmilp.cli.jobs import ABLATIONS
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = REPO_ROOT / "configs"
     changed = set()
     for config in (configs / "synthetic.yaml", configs / "benchmark.yaml"):
         base = to_dict(load_project(config, []))
@@ -85,7 +85,7 @@ def test_every_ablation_row_is_a_valid_override_that_changes_the_config():
 def test_ablation_rows_the_config_already_has_are_skipped():
     from ray_logmilp.cli.jobs import ABLATIONS, ablation_rows
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = REPO_ROOT / "configs"
     rows, same = ablation_rows(configs / "benchmark.yaml", [])
     assert same == ["with the graded score (positive cap, evidence counts)"]
     assert [name for name, _ in rows] == [n for n in ABLATIONS if n not in same]
@@ -98,7 +98,7 @@ def test_ablation_rows_the_config_already_has_are_skipped():
 def test_the_benchmark_config_is_the_measured_recipe():
     # docs/training.md's 8M-line figures were trained from configs/synthetic.yaml with these overrides;
     # configs/benchmark.yaml must stay that recipe (paths aside) or the figures no longer describe it.
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = REPO_ROOT / "configs"
     measured = ["train.epochs=12", "train.steps_per_epoch=200", "loss.positive_cap=0.5", "loss.delta_c=0.2",
                 "loss.lambda_c=0.3", "model.evidence_counts=true", "train.ema_decay=0.995"]
     bench = to_dict(load_project(configs / "benchmark.yaml", []))
