@@ -186,26 +186,19 @@ class BlockGenerator:
                 ids[p] = self.rare_ids[int(rng.integers(len(self.rare_ids)))]
                 lab_pos.append(p)
                 p += step()
-        elif kind == "contextual":
-            gi = int(rng.integers(len(self.trig_ids)))
-            ids[s] = self.trig_ids[gi]
+        elif kind in ("contextual", "cooccur"):
+            # a context line (trigger / X), then the labelled lines (anomaly / Y) of the same pair
+            context, anomalous = ((self.trig_ids, self.ctx_ids) if kind == "contextual"
+                                  else (self.x_ids, self.y_ids))
+            gi = int(rng.integers(len(context)))
+            ids[s] = context[gi]
             ctx_pos.append(s)
             p = s
             for i in range(nl):
                 p += step()
-                ids[p] = self.ctx_ids[gi]
+                ids[p] = anomalous[gi]
                 lab_pos.append(p)
-            scrub = [int(self.trig_ids[gi]), int(self.ctx_ids[gi])]
-        elif kind == "cooccur":
-            gi = int(rng.integers(len(self.x_ids)))
-            ids[s] = self.x_ids[gi]
-            ctx_pos.append(s)
-            p = s
-            for i in range(nl):
-                p += step()
-                ids[p] = self.y_ids[gi]
-                lab_pos.append(p)
-            scrub = [int(self.x_ids[gi]), int(self.y_ids[gi])]
+            scrub = [int(context[gi]), int(anomalous[gi])]
         else:  # order
             nl = min(nl, len(self.close_ids))
             gs = rng.choice(len(self.close_ids), size=nl, replace=False).tolist()
