@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     import ray
 
     from ray_logmilp.config import load_project, to_dict
-    from ray_logmilp.tuning.sweep import format_summary, load_search_space, run_sweep
+    from ray_logmilp.cli.sweep import format_summary
+    from ray_logmilp.tuning import load_search_space, run_sweep
 
     ray.init(address=args.address, include_dashboard=False)
     work = Path(args.workdir).resolve()

@@ -5,6 +5,7 @@
         train.storage_path=/shared/sweeps
     python tune/sweep.py --config configs/synthetic.yaml --name NAME --resume    # finish an interrupted sweep
     python tune/sweep.py --smoke-test                                            # 3 tiny trials
+    python tune/sweep.py --config configs/synthetic.yaml --print-config          # resolved config + space
 
 Prints a live table of trials, then the best configuration and where it was written
 (<train.storage_path>/<name>/results/best.yaml, which jobs/train.py --config accepts unchanged).
@@ -20,7 +21,7 @@ DEFAULT_SEARCH = Path(__file__).resolve().parents[1] / "configs" / "search" / "d
 
 def main(argv=None) -> int:
     from ray_logmilp.cli.common import job_parser, run_job
-    from ray_logmilp.tuning.sweep import sweep_main
+    from ray_logmilp.cli.sweep import sweep_main
 
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--search", default=str(DEFAULT_SEARCH),
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
                         help="Tune's console output: 0 silent, 1 live trial table (default), 2 verbose")
     parser.add_argument("--smoke-test", action="store_true",
                         help="tiny synthetic corpus, small model, 2 epochs, 3 trials: checks the whole path")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved project config and search space as YAML and exit (no Ray)")
     return run_job(sweep_main, parser, argv)
 
 

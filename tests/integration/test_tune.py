@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from ray_logmilp.config import load_project  # noqa: E402
-from ray_logmilp.tuning.sweep import load_search_space, run_sweep  # noqa: E402
+from ray_logmilp.tuning import load_search_space, run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
