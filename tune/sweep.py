@@ -38,8 +38,6 @@ def main(argv=None) -> int:
                         help="Tune's console output: 0 silent, 1 live trial table (default), 2 verbose")
     parser.add_argument("--smoke-test", action="store_true",
                         help="tiny synthetic corpus, small model, 2 epochs, 3 trials: checks the whole path")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved project config and search space as YAML and exit (no Ray)")
     return run_job(sweep_main, parser, argv)
 
 

@@ -57,12 +57,11 @@ def run_job(main: Callable[[argparse.Namespace], int], parser: argparse.Argument
 
     ``resolve(args)``, when given, builds the job's config before ``main`` runs, so its errors are reported
     before the body imports Ray or torch; ``--print-config`` prints what it returns and exits 0. A job
-    without ``resolve`` rejects ``--print-config``. Configuration errors exit 2 with one line.
+    without ``resolve`` (the sweep, which prints two documents) handles ``--print-config`` in ``main``.
+    Configuration errors exit 2 with one line.
     """
     args = parser.parse_intermixed_args(argv)
     print_only = getattr(args, "print_config", False)
-    if print_only and resolve is None:
-        parser.error("--print-config is not supported by this job")
     if print_only and getattr(args, "smoke_test", False):
         parser.error("--print-config shows the config from --config and overrides; --smoke-test replaces "
                      "its data and model with a tiny corpus, so the two do not combine")

@@ -77,11 +77,11 @@ def test_print_config_with_smoke_test_is_refused():
     assert exc.value.code == 2
 
 
-def test_a_job_without_a_resolver_refuses_print_config():
-    ran = []
-    with pytest.raises(SystemExit):
-        run_job(ran.append, job_parser("x"), ["--print-config"])
-    assert ran == []
+def test_a_job_without_a_resolver_handles_print_config_itself():
+    """The sweep prints two documents (config and search space), so its body sees the flag."""
+    seen = []
+    assert run_job(lambda args: seen.append(args.print_config), job_parser("x"), ["--print-config"]) == 0
+    assert seen == [True]
 
 
 def test_the_resolver_runs_first_and_its_errors_exit_2(capsys):
