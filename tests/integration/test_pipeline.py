@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_logmilp.config import load_project
-from ray_logmilp.ingest.parsing import ParserConfig, grouping_accuracy, sequential_drain_baseline
-from ray_logmilp.ingest.formats import load_format
+from ray_logmilp.ingest.mining import grouping_accuracy, sequential_drain_baseline
+from ray_logmilp.ingest.parsing import ParserConfig
+from ray_logmilp.ingest.format_spec import load_format
 from ray_logmilp.ingest.pipeline import PrepareError, prepare
 
 from ..conftest import REPO_ROOT, loghub_file
@@ -131,7 +132,7 @@ def test_count_windows_with_line_labels_cover_every_line(ray_local, synthetic_co
 
 def test_sessions_on_hdfs_sample_with_session_labels(ray_local, tmp_path):
     sample = loghub_file("HDFS")
-    from ray_logmilp.ingest.sources import read_file_events
+    from ray_logmilp.ingest.reading import read_file_events
     events, _ = read_file_events(sample, load_format("hdfs"))
     blocks = sorted({s for s in events.column("session").to_pylist() if s})
     labels = tmp_path / "labels.csv"
