@@ -12,10 +12,10 @@ whose message starts with the file it came from.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 import os
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping

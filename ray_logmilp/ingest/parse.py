@@ -22,7 +22,14 @@ import pyarrow.compute as pc
 
 from ray_logmilp.ingest.format_spec import LogFormat
 from ray_logmilp.ingest.header import CompiledHeader
-from ray_logmilp.ingest.schemas import PARSED_SCHEMA, QUARANTINE_SCHEMA, RAW_CHARS, empty_events, empty_quarantine, raw_text
+from ray_logmilp.ingest.schemas import (
+    PARSED_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RAW_CHARS,
+    empty_events,
+    empty_quarantine,
+    raw_text,
+)
 
 __all__ = ["parse_chunk"]
 

@@ -37,8 +37,16 @@ from ray_logmilp.config import DataConfig, to_dict
 from ray_logmilp.ingest import reading
 from ray_logmilp.ingest.format_spec import LogFormat, load_format
 from ray_logmilp.ingest.mining import TemplateAssigner
-from ray_logmilp.ingest.outputs import (BagSink, LineCounts, add_counts, events_from_stage, finalize_bags,
-                                        plain_file_names, window_batch, write_templates)
+from ray_logmilp.ingest.outputs import (
+    BagSink,
+    LineCounts,
+    add_counts,
+    events_from_stage,
+    finalize_bags,
+    plain_file_names,
+    window_batch,
+    write_templates,
+)
 from ray_logmilp.ingest.parsing import ParserConfig
 from ray_logmilp.ingest.reading import LineNumbering, plan_read_tasks
 from ray_logmilp.ingest.schemas import EVENTS_SCHEMA, QUARANTINE_SCHEMA

@@ -27,9 +27,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_logmilp.ingest.format_spec import DEFAULT_MAX_LINE_BYTES, LogFormat, load_format
+from ray_logmilp.ingest.format_spec import (
+    DEFAULT_MAX_LINE_BYTES,
+    LogFormat,
+    load_format,
+)
 from ray_logmilp.ingest.parse import parse_chunk
-from ray_logmilp.ingest.schemas import RAW_CHARS, empty_events, empty_quarantine, quarantine_table, raw_text
+from ray_logmilp.ingest.schemas import (
+    RAW_CHARS,
+    empty_events,
+    empty_quarantine,
+    quarantine_table,
+    raw_text,
+)
 from ray_logmilp.ingest.sources import InputError, InputFile, expand_inputs, filesystem
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp.ingest.format_spec import FormatError, LogFormat, builtin_formats, load_format
+from ray_logmilp.ingest.format_spec import (
+    FormatError,
+    LogFormat,
+    builtin_formats,
+    load_format,
+)
 from ray_logmilp.ingest.parse import parse_chunk
-from ray_logmilp.ingest.schemas import PARSED_SCHEMA, QUARANTINE_REASONS, QUARANTINE_SCHEMA
+from ray_logmilp.ingest.schemas import (
+    PARSED_SCHEMA,
+    QUARANTINE_REASONS,
+    QUARANTINE_SCHEMA,
+)
 from tests.conftest import REPO_ROOT, loghub_file
 
 BUILTINS = ["bgl", "generic", "hdfs", "spirit", "thunderbird", "zookeeper"]

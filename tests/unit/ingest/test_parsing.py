@@ -16,7 +16,12 @@ import pytest
 import yaml
 
 from ray_logmilp.ingest.frozen import FrozenParser
-from ray_logmilp.ingest.mining import TemplateParser, distinct_in_order, grouping_accuracy, sequential_drain_baseline
+from ray_logmilp.ingest.mining import (
+    TemplateParser,
+    distinct_in_order,
+    grouping_accuracy,
+    sequential_drain_baseline,
+)
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array, mask_text
 from tests.conftest import REPO_ROOT, loghub_file
 
