@@ -11,7 +11,7 @@ from ray_logmilp.ingest.mining import TemplateParser
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
 from ray_logmilp.ingest.mining import TemplateAssigner as _TemplateAssigner
 from ray_logmilp.ingest.stage import MASKED_TYPE as _MASKED_TYPE, stage_table as _stage_table
-from tests.unit.test_parsing import synthetic_stream
+from tests.unit.ingest.test_parsing import synthetic_stream
 
 CFG = ParserConfig(sim_th=0.5, masking=((r"(\d+\.){3}\d+", "<*>"), (r"\b0[xX][0-9a-fA-F]+\b", "<*>"),
                                         (r"\b\d+\b", "<*>")))
