@@ -79,8 +79,9 @@ def baseline(corpus_events: Path) -> tuple[dict, "object"]:
     """The plain sequential drain3 loop over the same message strings (content column of events)."""
     import pyarrow.parquet as pq
 
-    from ray_logmilp.ingest.formats import load_format
-    from ray_logmilp.ingest.parsing import ParserConfig, sequential_drain_baseline
+    from ray_logmilp.ingest.format_spec import load_format
+    from ray_logmilp.ingest.mining import sequential_drain_baseline
+    from ray_logmilp.ingest.parsing import ParserConfig
 
     events = pq.read_table(corpus_events, columns=["line_no", "content", "template_id"])
     events = events.sort_by("line_no")
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_prepare(Path(args.child[0]), Path(args.child[1]))))
         return 0
 
-    from ray_logmilp.ingest.parsing import grouping_accuracy
+    from ray_logmilp.ingest.mining import grouping_accuracy
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="logmilp-bench-ingest-"))

@@ -74,7 +74,7 @@ def write_bundle(bundle_dir: str, cfg: ProjectConfig, state_dict: dict[str, torc
     """Write a bundle from a checkpoint's weights + the prepare outputs it was trained on."""
     from safetensors.torch import save as save_safetensors
 
-    from ray_logmilp.ingest.formats import load_format
+    from ray_logmilp.ingest.format_spec import load_format
 
     fs, root = storage.resolve_dir(bundle_dir, create=True)
     pfs, proot = storage.resolve_dir(prepared_dir)
@@ -132,9 +132,9 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
     from safetensors.torch import load as load_safetensors
 
     from ray_logmilp.ingest.embedding import embedder_from_spec
-    from ray_logmilp.ingest.formats import LogFormat
+    from ray_logmilp.ingest.format_spec import LogFormat
     from ray_logmilp.model.logmilp import LogMILP, ModelConfig
-    from ray_logmilp.ingest.parsing import FrozenParser
+    from ray_logmilp.ingest.frozen import FrozenParser
 
     fs, root = storage.resolve_dir(bundle_dir)
     if not storage.exists(fs, f"{root}/bundle.json"):

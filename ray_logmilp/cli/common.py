@@ -88,7 +88,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe the user's input, not a bug in ray-logmilp."""
     from ray_logmilp.bundle import BundleError
     from ray_logmilp.ingest.prepared import DataError
-    from ray_logmilp.ingest.formats import FormatError
+    from ray_logmilp.ingest.format_spec import FormatError
     from ray_logmilp.ingest.pipeline import PrepareError
     from ray_logmilp.ingest.sources import InputError
     from ray_logmilp.ingest.windows import WindowError

@@ -40,6 +40,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return _coerce(value, options[0], key)   # an optional section: its own error names the inner key
         errors = []
         for arg in args:
             if arg is type(None):

@@ -102,11 +102,9 @@ class EmbeddingConfig:
     """``hashing``: offline hashed token n-grams with IDF weights (no download); ``sentence_transformers``:
     a model from a local path (``pip install ray-logmilp[embed]``)."""
     dim: int = 512
-    """Vector size of the hashing embedder. 512 because hashed n-grams of a few hundred templates
-    collide in 128 buckets (template cosines up to 0.64, spread 0.09 at 128; 0.53 and 0.05 at 512), and
-    the model has to tell a template's own partner (its "open", its trigger) from look-alikes: on the
-    1M-line benchmark corpus (seed 0, 2,400 steps, test split) 512 gave F1 0.921, Loc@3 0.872, SR 0.834
-    against 0.894, 0.708, 0.773 at 128. The cost is only in the model's input projection."""
+    """Vector size of the hashing embedder. Hashed n-grams of a few hundred templates collide in fewer
+    buckets, and the model has to tell a template's own partner from look-alikes; the measurements behind
+    512 are in docs/training.md. The cost is only in the model's input projection."""
     model_path: str | None = None
     """Local folder of a sentence-transformers model (never downloaded)."""
 
@@ -118,7 +116,8 @@ class EmbeddingConfig:
 
 @dataclass
 class DataConfig:
-    """The prepare stage: raw logs -> events, templates, bags (Ray Data)."""
+    """The prepare stage: raw logs -> events, templates, bags (Ray Data). How big a read range and a
+    parse batch are is fixed in :mod:`ray_logmilp.ingest.reading` (``READ_BLOCK_BYTES``, ``CHUNK_LINES``)."""
 
     inputs: list[str] = field(default_factory=list)
     """Files, directories, globs or URIs (``file://``, ``s3://``, ...); ``.gz`` is read transparently."""
@@ -128,10 +127,6 @@ class DataConfig:
     """Where events/templates/bags parquet and the manifest are written (local path or URI)."""
     strict: bool = False
     """Fail on the first quarantined line (naming file, line and reason) instead of counting it."""
-    read_block_bytes: int = 32 * 1024 * 1024
-    """Uncompressed files are split into byte ranges of about this size so they are read in parallel."""
-    chunk_lines: int = 65536
-    """Lines per Arrow batch inside a read task."""
     parse_concurrency: int | None = None
     """Parallel parse tasks; ``None`` lets Ray Data decide from the cluster's CPUs."""
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -140,8 +135,6 @@ class DataConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
     def __post_init__(self) -> None:
-        require(self.read_block_bytes >= 1024, "read_block_bytes", "must be >= 1024")
-        require(self.chunk_lines >= 1, "chunk_lines", "must be >= 1")
         if self.parse_concurrency is not None:
             require(self.parse_concurrency >= 1, "parse_concurrency", "must be >= 1")
 

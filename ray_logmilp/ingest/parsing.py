@@ -7,73 +7,28 @@ The life of a parser:
 2. ``TemplateParser(config).fit(messages)`` runs drain3's ``Drain.add_log_message`` sequentially over
    masked messages and returns a dense template id (0..T-1, order of cluster creation) per message.
    The pipeline passes each DISTINCT masked message once, in first-appearance order (``fit_lines``
-   does that grouping for you); see "Why fitting on distinct messages" below.
-3. ``TemplateParser.freeze()`` -> ``FrozenParser``: an immutable template set with a drain prefix tree
-   rebuilt for matching. ``match_many`` never creates or changes templates, so one frozen parser may
-   serve concurrent requests. ``save``/``load`` use plain JSON that this module defines (config +
-   template tokens + counts); drain3's jsonpickle snapshots are never written or read.
+   does that grouping for you); see "
 
-Why fitting on distinct messages gives the same grouping as a pass over every line
--------------------------------------------------------------------------------------
-Drain clusters never merge and a message, once added, stays in the cluster it joined; a cluster's
-template only ever generalises (tokens turn into ``<*>``). When a message repeats, drain3 almost
-always routes it to the same cluster again (its tokens still agree with every non-wildcard template
-token it agreed with before), so the repeat changes only that cluster's count. Skipping the repeats
-and adding their multiplicity to the count therefore yields the same clusters, templates and
-assignment as the plain sequential pass, while calling drain3 once per distinct message instead of
-once per line (logs repeat heavily, so this is the speed lever).
-
-Where the two can differ (measured grouping agreement with the shipped settings: 1.0 on the BGL,
-Zookeeper and Thunderbird Loghub samples, 0.999 on HDFS, >= 0.99 on repeated streams; see
-tests/unit/test_parsing.py and docs/parsing.md):
-
-* A repeat of a message whose cluster template moved in between. Drain's tree search uses
-  ``include_params=False``: similarity counts only non-wildcard template tokens that equal the
-  message's tokens. As more template tokens become ``<*>``, the same message's similarity drops and
-  may fall below ``sim_th``; the sequential pass then opens a new cluster for the repeat (and later
-  messages may join it), whereas the distinct pass keeps the first assignment.
-* A repeat that takes a different path down the prefix tree: a token that first went through the
-  ``<*>`` child of a node can later find an exact-token child created after it, and miss its cluster.
-  Example: "id2 disk full", "x disk full", "x other thing", "x disk full" -> sequential ids
-  0, 0, 1, 2; distinct ids 0, 0, 1, 0.
-* ``max_clusters`` (LRU eviction) depends on how often clusters are touched, which differs when
-  repeats are skipped.
-
-Both effects put one message into several clusters in the sequential pass; the distinct pass never
-does, and ``FrozenParser`` matching (tree search + full-search fallback) agrees with it. With a high
-``sim_th`` the sequential pass degrades badly (BGL at sim_th 0.6: 0.52 grouping accuracy sequential,
-0.88 distinct), so the shortcut is also the more stable of the two.
+The parser lives in three modules: this one (:class:`ParserConfig`, masking), :mod:`ray_logmilp.ingest.mining`
+(drain3 fitting) and :mod:`ray_logmilp.ingest.frozen` (the frozen template set that matches).
 
 Masking equivalence: ``mask_text`` uses the very same pyarrow call on a one-element array, so it is
-identical to ``mask_array``. ``sequential_drain_baseline`` masks with Python ``re`` (compiled with
-``re.ASCII``, whose ``\\d``/``\\w``/``\\s`` agree with RE2's); for the rules shipped in
-``format_specs`` the two engines agree (tested), but exotic syntax (lookarounds, possessive
-quantifiers) is Python-only and rejected by RE2 at config time.
+identical to ``mask_array``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-logger = logging.getLogger(__name__)
+__all__ = ["PARAM_STR", "ParserConfig", "mask_array", "mask_text", "python_maskers"]
 
 #: The wildcard drain3 writes into templates (and the replacement our masking rules use).
 PARAM_STR = "<*>"
-#: Identifies the JSON produced by ``FrozenParser.to_dict``.
-STATE_FORMAT = "ray-logmilp/drain-templates"
-STATE_VERSION = 1
 
 MaskRule = tuple[str, str]
 
@@ -158,9 +113,8 @@ class ParserConfig:
         unknown = sorted(set(drain) - set(_DRAIN_KEYS))
         if unknown:
             raise ValueError(f"drain: unknown key(s) {unknown}; expected some of {list(_DRAIN_KEYS)}")
-        kwargs = dict(drain)
-        if kwargs.get("extra_delimiters") is None:
-            kwargs.pop("extra_delimiters", None)
+        # A key left unset (None) keeps this config's default (max_clusters' default is None anyway).
+        kwargs = {k: v for k, v in drain.items() if v is not None}
         return cls(masking=tuple(masking or ()), **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,309 +200,5 @@ def mask_text(rules: ParserConfig | Sequence[Any], text: str) -> str:
     return mask_array(rules, pa.array([text], pa.string()))[0].as_py()
 
 
-def _python_maskers(rules: Sequence[MaskRule]) -> list[tuple[re.Pattern, str]]:
+def python_maskers(rules: Sequence[MaskRule]) -> list[tuple[re.Pattern, str]]:
     return [(re.compile(p, re.ASCII), r) for p, r in rules]
-
-
-# ----------------------------------------------------------------------------------------------
-# Fitting
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Template:
-    """One template of a frozen parser."""
-
-    id: int
-    text: str
-    count: int
-
-
-def _strings(messages: Iterable[str] | pa.Array | pa.ChunkedArray) -> Iterator[str]:
-    if isinstance(messages, (pa.Array, pa.ChunkedArray)):
-        messages = messages.to_pylist()
-    for m in messages:
-        if m is None:
-            raise ValueError("parser: null message (mask/fill nulls before fitting)")
-        yield m
-
-
-def distinct_in_order(messages: Iterable[str] | pa.Array | pa.ChunkedArray
-                      ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Distinct values in first-appearance order, the index of each input in them, and their counts.
-
-    Returns ``(uniques: pa.Array[string], inverse: int64[n], counts: int64[len(uniques)])`` so that
-    ``uniques.take(inverse)`` equals the input. Nulls are not allowed. Vectorised (Arrow hashing).
-    """
-    if isinstance(messages, pa.ChunkedArray):
-        messages = messages.combine_chunks()
-    elif not isinstance(messages, pa.Array):
-        messages = pa.array(list(messages), pa.string())
-    if messages.null_count:
-        raise ValueError(f"parser: {messages.null_count} null message(s); mask/fill nulls first")
-    encoded = pc.dictionary_encode(messages)  # dictionary in first-appearance order
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    inverse = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    counts = np.bincount(inverse, minlength=len(encoded.dictionary)).astype(np.int64)
-    return encoded.dictionary, inverse, counts
-
-
-class TemplateParser:
-    """Incremental drain3 fitting with dense template ids and line counts.
-
-    ``fit`` may be called any number of times; clusters, ids and counts carry over between calls.
-    """
-
-    def __init__(self, config: ParserConfig | None = None) -> None:
-        self.config = config or ParserConfig()
-        self._drain = self.config.new_drain()
-        # Every cluster ever created, by dense id (cluster_id - 1). Kept here too so that clusters
-        # evicted by max_clusters still have a template in freeze().
-        self._clusters: list[Any] = []
-        self._counts: list[int] = []
-
-    @property
-    def num_templates(self) -> int:
-        return len(self._clusters)
-
-    def fit(self, masked_messages: Iterable[str] | pa.Array | pa.ChunkedArray,
-            counts: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Add masked messages to drain, in the given order; return their template ids (int32).
-
-        ``counts[i]`` (default 1) is how many lines message ``i`` stands for; it is added to its
-        template's count. The pipeline passes distinct masked messages in first-appearance order
-        with their multiplicities (see ``fit_lines``). Ids are dense, in order of cluster creation,
-        and final: drain clusters never merge.
-        """
-        add = self._drain.add_log_message
-        clusters, tcounts = self._clusters, self._counts
-        messages: Iterable[str] = _strings(masked_messages)
-        weights = None
-        if counts is not None:
-            weights = np.asarray(counts, dtype=np.int64)
-            messages = list(messages)
-            if weights.shape != (len(messages),):
-                raise ValueError(f"fit: {len(messages)} messages but counts has shape {weights.shape}")
-            if len(weights) and weights.min() < 0:
-                raise ValueError("fit: counts must be >= 0")
-        out: list[int] = []
-        for i, msg in enumerate(messages):
-            cluster, _ = add(msg)
-            tid = cluster.cluster_id - 1
-            if tid == len(clusters):
-                clusters.append(cluster)
-                tcounts.append(0)
-            tcounts[tid] += 1 if weights is None else int(weights[i])
-            out.append(tid)
-        logger.debug("fit: %d messages, %d templates so far", len(out), len(clusters))
-        return np.asarray(out, dtype=np.int32)
-
-    def fit_lines(self, masked_lines: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Fit on the distinct lines (first-appearance order, with counts) and return the template
-        id of every input line. Equals a sequential pass over all lines except for the rare cases
-        described in the module docstring."""
-        uniques, inverse, counts = distinct_in_order(masked_lines)
-        ids = self.fit(uniques, counts)
-        return ids[inverse]
-
-    def freeze(self) -> "FrozenParser":
-        """An immutable snapshot of the templates, with a prefix tree rebuilt for matching.
-
-        Built exactly as ``FrozenParser.from_dict`` builds it, so a saved and reloaded parser
-        matches identically.
-        """
-        tokens = [list(c.log_template_tokens) for c in self._clusters]
-        return FrozenParser(self.config, tokens, list(self._counts))
-
-
-# ----------------------------------------------------------------------------------------------
-# Frozen parser
-# ----------------------------------------------------------------------------------------------
-class FrozenParser:
-    """A fixed template set that matches messages and never changes.
-
-    ``match_many`` performs drain3's ``match(..., full_search_strategy="fallback")``: a message
-    matches a template when every non-wildcard template token equals the message's token at the
-    same position (and the token counts agree). Nothing is created, counted or cached on the
-    object, so concurrent matching from many threads is safe.
-    """
-
-    def __init__(self, config: ParserConfig, template_tokens: Sequence[Sequence[str]],
-                 counts: Sequence[int]) -> None:
-        from drain3.drain import LogCluster
-
-        if len(template_tokens) != len(counts):
-            raise ValueError(f"frozen parser: {len(template_tokens)} templates but {len(counts)} counts")
-        self.config = config
-        self._drain = config.new_drain(unlimited=True)
-        self._tokens: tuple[tuple[str, ...], ...] = tuple(tuple(str(t) for t in toks)
-                                                          for toks in template_tokens)
-        self._counts = np.asarray(counts, dtype=np.int64)
-        for tid, toks in enumerate(self._tokens):
-            cluster = LogCluster(list(toks), tid + 1)
-            cluster.size = int(self._counts[tid])
-            self._drain.id_to_cluster[cluster.cluster_id] = cluster
-            self._drain.add_seq_to_prefix_tree(self._drain.root_node, cluster)
-        self._drain.clusters_counter = len(self._tokens)
-
-    # -- templates ------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def templates(self) -> list[Template]:
-        return [Template(i, " ".join(t), int(c)) for i, (t, c) in enumerate(zip(self._tokens, self._counts))]
-
-    @property
-    def texts(self) -> list[str]:
-        return [" ".join(t) for t in self._tokens]
-
-    @property
-    def counts(self) -> np.ndarray:
-        return self._counts.copy()
-
-    def to_table(self) -> pa.Table:
-        """``template_id: int32, template: string, count: int64``, one row per template."""
-        return pa.table({"template_id": pa.array(np.arange(len(self), dtype=np.int32)),
-                         "template": pa.array(self.texts, pa.string()),
-                         "count": pa.array(self._counts)})
-
-    # -- matching -------------------------------------------------------------------------------
-    def match(self, masked_message: str) -> int:
-        """Template id of one masked message, or -1."""
-        cluster = self._drain.match(masked_message, full_search_strategy="fallback")
-        return -1 if cluster is None else cluster.cluster_id - 1
-
-    def match_many(self, masked_messages: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Template id (int32) for each masked message; -1 where no template matches or the
-        message is null. Each distinct message is matched once."""
-        if isinstance(masked_messages, pa.ChunkedArray):
-            masked_messages = masked_messages.combine_chunks()
-        elif not isinstance(masked_messages, pa.Array):
-            masked_messages = pa.array(list(masked_messages), pa.string())
-        if len(masked_messages) == 0:
-            return np.zeros(0, dtype=np.int32)
-        encoded = pc.dictionary_encode(masked_messages)
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()
-        match = self._drain.match
-        ids = np.fromiter(((-1 if (c := match(m, full_search_strategy="fallback")) is None
-                            else c.cluster_id - 1) for m in encoded.dictionary.to_pylist()),
-                          dtype=np.int32, count=len(encoded.dictionary))
-        indices = encoded.indices
-        out = ids[indices.fill_null(0).to_numpy(zero_copy_only=False)]
-        if indices.null_count:
-            out[indices.is_null().to_numpy(zero_copy_only=False)] = -1
-        return out.astype(np.int32, copy=False)
-
-    def mask_and_match(self, raw_messages: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """``match_many(mask_array(config.masking, raw_messages))``."""
-        if not isinstance(raw_messages, (pa.Array, pa.ChunkedArray)):
-            raw_messages = pa.array(list(raw_messages), pa.string())
-        return self.match_many(mask_array(self.config, raw_messages))
-
-    # -- persistence ----------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able state: config and, per template, its tokens and line count."""
-        return {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.config.to_dict(),
-                "templates": [{"id": i, "tokens": list(t), "count": int(c)}
-                              for i, (t, c) in enumerate(zip(self._tokens, self._counts))]}
-
-    @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> "FrozenParser":
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"frozen parser state: 'format' is {state.get('format')!r}, expected {STATE_FORMAT!r}")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"frozen parser state: unsupported version {state.get('version')!r} "
-                             f"(this code reads version {STATE_VERSION})")
-        templates = state.get("templates")
-        if not isinstance(templates, list):
-            raise ValueError("frozen parser state: 'templates' must be a list")
-        tokens, counts = [], []
-        for i, t in enumerate(templates):
-            if not isinstance(t, Mapping) or t.get("id") != i:
-                raise ValueError(f"frozen parser state: templates[{i}] must be an object with id={i}")
-            toks = t.get("tokens")
-            if not isinstance(toks, list) or not all(isinstance(x, str) for x in toks):
-                raise ValueError(f"frozen parser state: templates[{i}].tokens must be a list of strings")
-            count = t.get("count", 0)
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"frozen parser state: templates[{i}].count must be an integer >= 0")
-            tokens.append(toks)
-            counts.append(count)
-        return cls(ParserConfig.from_dict(state.get("config", {})), tokens, counts)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``to_dict()`` as JSON (atomically: temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False, separators=(",", ":"))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "FrozenParser":
-        path = Path(path)
-        try:
-            with path.open("r", encoding="utf-8") as f:
-                state = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not a frozen parser JSON file: {e}") from e
-        try:
-            return cls.from_dict(state)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation and the plain alternative
-# ----------------------------------------------------------------------------------------------
-def grouping_accuracy(pred: Sequence[Any] | np.ndarray, truth: Sequence[Any] | np.ndarray) -> float:
-    """Loghub's Group Accuracy: the fraction of lines whose predicted group contains exactly the
-    same set of lines as their ground-truth group.
-
-    A predicted group is correct when all its lines share one ground-truth label and that label
-    has no other lines. Labels are compared as values (any hashable; -1 is just another label).
-    """
-    import pandas as pd
-
-    pred = np.asarray(pred)
-    truth = np.asarray(truth)
-    if pred.shape != truth.shape or pred.ndim != 1:
-        raise ValueError(f"grouping_accuracy: pred and truth must be 1-D of equal length, "
-                         f"got {pred.shape} and {truth.shape}")
-    n = len(pred)
-    if n == 0:
-        return math.nan
-    p, _ = pd.factorize(pred, use_na_sentinel=False)
-    t, _ = pd.factorize(truth, use_na_sentinel=False)
-    p_size = np.bincount(p)
-    t_size = np.bincount(t)
-    pair = p.astype(np.int64) * (int(t.max()) + 1) + t
-    pairs, pair_size = np.unique(pair, return_counts=True)
-    pair_p, pair_t = pairs // (int(t.max()) + 1), pairs % (int(t.max()) + 1)
-    # A pair (P, T) is a whole predicted group and a whole true group at once.
-    correct = (pair_size == p_size[pair_p]) & (pair_size == t_size[pair_t])
-    return float(pair_size[correct].sum()) / n
-
-
-def sequential_drain_baseline(messages: Iterable[str], config: ParserConfig) -> np.ndarray:
-    """The plain alternative: per line, mask with Python ``re`` and call ``add_log_message``.
-
-    Returns the template id (cluster creation order, int32) of every line. Used as the reference in
-    the agreement test and as the baseline in the benchmark.
-    """
-    drain = config.new_drain()
-    maskers = _python_maskers(config.masking)
-    out: list[int] = []
-    for msg in messages:
-        for rx, repl in maskers:
-            msg = rx.sub(repl, msg)
-        cluster, _ = drain.add_log_message(msg)
-        out.append(cluster.cluster_id - 1)
-    return np.asarray(out, dtype=np.int32)

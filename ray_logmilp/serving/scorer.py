@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import torch
 
 from ray_logmilp.bundle import Bundle, load_bundle
-from ray_logmilp.ingest.formats import parse_chunk
+from ray_logmilp.ingest.parse import parse_chunk
 from ray_logmilp.model.localize import localize
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
 

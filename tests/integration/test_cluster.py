@@ -34,6 +34,18 @@ def _corpus(tmp_path: Path, lines: int = 20_000) -> Path:
     return out / "corpus.log"
 
 
+def _split(corpus: Path, parts: int) -> Path:
+    """The corpus as ``parts`` consecutive files in one folder, so prepare has several read tasks to spread
+    over the cluster (one file is one task below ``ray_logmilp.ingest.reading.READ_BLOCK_BYTES``)."""
+    lines = corpus.read_bytes().splitlines(keepends=True)
+    out = corpus.parent / "parts"
+    out.mkdir(exist_ok=True)
+    step = -(-len(lines) // parts)
+    for i in range(parts):
+        (out / f"part-{i:02d}.log").write_bytes(b"".join(lines[i * step:(i + 1) * step]))
+    return out
+
+
 def _wait_job(client, job_id: str, timeout: float) -> str:
     from ray.job_submission import JobStatus
 
@@ -123,8 +135,8 @@ def test_job_submit_prepare_and_train_against_a_real_head(tmp_path):
         submit = [RAY_CLI, "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
                   "--submission-id", "logmilp-prepare", "--",
                   "python", "jobs/prepare.py", "--config", "configs/synthetic.yaml",
-                  f"data.inputs=[{corpus.as_uri()}]", f"data.output_dir={prepared}",
-                  "data.read_block_bytes=262144", *[o for o in SMALL if o.startswith("data.")]]
+                  f"data.inputs=[{_split(corpus, 8).as_uri()}]", f"data.output_dir={prepared}",
+                  *[o for o in SMALL if o.startswith("data.")]]
         t0 = time.monotonic()
         run = subprocess.run(submit, cwd=REPO_ROOT, env=head.env, capture_output=True, text=True, timeout=300)
         print(f"prepare job (ray job submit) {time.monotonic() - t0:.1f}s")
@@ -206,8 +218,8 @@ def test_two_node_cluster_prepare_and_train_use_both_nodes(tmp_path):
 
         prep = subprocess.run(
             [sys.executable, "jobs/prepare.py", "--config", "configs/synthetic.yaml",
-             f"data.inputs=[{corpus.as_uri()}]", f"data.output_dir={prepared}",
-             "data.read_block_bytes=131072", "data.parse_concurrency=2", "data.window.size=32",
+             f"data.inputs=[{_split(corpus, 16).as_uri()}]", f"data.output_dir={prepared}",
+             "data.parse_concurrency=2", "data.window.size=32",
              "data.window.stride=32"],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert prep.returncode == 0, f"{prep.stdout[-3000:]}\n{prep.stderr[-3000:]}{cluster.diagnose()}"

@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_logmilp.config import load_project
-from ray_logmilp.ingest.parsing import ParserConfig, grouping_accuracy, sequential_drain_baseline
-from ray_logmilp.ingest.formats import load_format
+from ray_logmilp.ingest import reading
+from ray_logmilp.ingest.format_spec import load_format
+from ray_logmilp.ingest.mining import grouping_accuracy, sequential_drain_baseline
+from ray_logmilp.ingest.parsing import ParserConfig
 from ray_logmilp.ingest.pipeline import PrepareError, prepare
 
 from ..conftest import REPO_ROOT, loghub_file
@@ -56,10 +58,11 @@ def bad_corpus(tmp_path_factory):
     return root, truth
 
 
-def test_nothing_is_lost_on_planted_bad_input(ray_local, bad_corpus, tmp_path):
+def test_nothing_is_lost_on_planted_bad_input(ray_local, bad_corpus, tmp_path, monkeypatch):
     root, truth = bad_corpus
     files = [root / "a" / "corpus.log", root / "b.log.gz", root / "c.log"]
-    manifest = prepare(cfg_for(files, tmp_path / "out", "data.read_block_bytes=200000"), progress=False)
+    monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 200000)   # several byte ranges per file
+    manifest = prepare(cfg_for(files, tmp_path / "out"), progress=False)
     lines = manifest["lines"]
     assert lines["read"] == lines["parsed"] + lines["quarantined"]
     # Read counts agree with an independent count of the files (the truncated gzip: what was decodable).
@@ -88,9 +91,10 @@ def test_strict_mode_names_file_line_and_reason(ray_local, bad_corpus, tmp_path)
         prepare(cfg_for([root / "a" / "corpus.log"], tmp_path / "out", "data.strict=true"), progress=False)
 
 
-def test_parallel_grouping_equals_sequential_drain(ray_local, synthetic_corpus, tmp_path):
+def test_parallel_grouping_equals_sequential_drain(ray_local, synthetic_corpus, tmp_path, monkeypatch):
     # Several read tasks (small blocks) so the driver really merges parallel output.
-    manifest = prepare(cfg_for([synthetic_corpus / "corpus.log"], tmp_path / "out", "data.read_block_bytes=300000"),
+    monkeypatch.setattr(reading, "READ_BLOCK_BYTES", 300000)
+    manifest = prepare(cfg_for([synthetic_corpus / "corpus.log"], tmp_path / "out"),
                        progress=False)
     assert manifest["lines"]["quarantined"] == 0
     events = pq.read_table(tmp_path / "out" / "events.parquet", columns=["line_no", "template_id", "content"])
@@ -131,7 +135,7 @@ def test_count_windows_with_line_labels_cover_every_line(ray_local, synthetic_co
 
 def test_sessions_on_hdfs_sample_with_session_labels(ray_local, tmp_path):
     sample = loghub_file("HDFS")
-    from ray_logmilp.ingest.sources import read_file_events
+    from ray_logmilp.ingest.reading import read_file_events
     events, _ = read_file_events(sample, load_format("hdfs"))
     blocks = sorted({s for s in events.column("session").to_pylist() if s})
     labels = tmp_path / "labels.csv"

@@ -18,11 +18,13 @@ import torch
 from ray_logmilp.bundle import load_bundle, write_bundle
 from ray_logmilp.config import load_project
 from ray_logmilp.ingest.embedding import HashingEmbedder
-from ray_logmilp.ingest.formats import load_format, parse_chunk
+from ray_logmilp.ingest.format_spec import load_format
+from ray_logmilp.ingest.parse import parse_chunk
 from ray_logmilp.serving.scorer import WindowScorer
 from ray_logmilp.model.localize import localize
 from ray_logmilp.model.logmilp import LogMILP, ModelConfig
-from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array
+from ray_logmilp.ingest.mining import TemplateParser
+from ray_logmilp.ingest.parsing import ParserConfig, mask_array
 from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

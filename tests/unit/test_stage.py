@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ray_logmilp.ingest.formats import load_format, parse_chunk
-from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array
-from ray_logmilp.ingest.pipeline import _MASKED_TYPE, _stage_table, _TemplateAssigner
-from tests.unit.test_parsing import synthetic_stream
+from ray_logmilp.ingest.format_spec import load_format
+from ray_logmilp.ingest.parse import parse_chunk
+from ray_logmilp.ingest.mining import TemplateParser
+from ray_logmilp.ingest.parsing import ParserConfig, mask_array
+from ray_logmilp.ingest.mining import TemplateAssigner as _TemplateAssigner
+from ray_logmilp.ingest.stage import MASKED_TYPE as _MASKED_TYPE, stage_table as _stage_table
+from tests.unit.ingest.test_parsing import synthetic_stream
 
 CFG = ParserConfig(sim_th=0.5, masking=((r"(\d+\.){3}\d+", "<*>"), (r"\b0[xX][0-9a-fA-F]+\b", "<*>"),
                                         (r"\b\d+\b", "<*>")))

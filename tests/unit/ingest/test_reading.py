@@ -9,19 +9,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp.ingest import sources
-from ray_logmilp.ingest.formats import QUARANTINE_REASONS, load_format, parse_chunk
-from ray_logmilp.ingest.sources import (
-    InputError,
-    InputFile,
+from ray_logmilp.ingest import reading
+from ray_logmilp.ingest.format_spec import load_format
+from ray_logmilp.ingest.parse import parse_chunk
+from ray_logmilp.ingest.reading import (
     LineChunk,
     LineNumbering,
     ReadTask,
-    expand_inputs,
     plan_read_tasks,
     read_file_events,
     read_task_chunks,
 )
+from ray_logmilp.ingest.schemas import QUARANTINE_REASONS
+from ray_logmilp.ingest.sources import InputError, InputFile, expand_inputs
 from tests.conftest import loghub_file
 
 
@@ -239,7 +239,7 @@ def test_corrupt_gzip_and_fake_gzip(tmp_path):
 
 
 def test_over_long_lines_are_dropped_early(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_BLOCK_BYTES", 64 * 1024)  # make the long lines span many blocks
+    monkeypatch.setattr(reading, "_BLOCK_BYTES", 64 * 1024)  # make the long lines span many blocks
     huge = b"H" * 1_000_000
     data = b"\n".join([_line(1), huge, _line(3), b"J" * 70_000, _line(5), b"K" * 2_000_000]) + b"\n" + b"T" * 90_000
     path = tmp_path / "long.log"

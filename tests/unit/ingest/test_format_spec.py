@@ -11,15 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_logmilp.ingest.formats import (
-    EVENTS_SCHEMA,
-    QUARANTINE_REASONS,
-    QUARANTINE_SCHEMA,
+from ray_logmilp.ingest.format_spec import (
     FormatError,
     LogFormat,
     builtin_formats,
     load_format,
-    parse_chunk,
+)
+from ray_logmilp.ingest.parse import parse_chunk
+from ray_logmilp.ingest.schemas import (
+    PARSED_SCHEMA,
+    QUARANTINE_REASONS,
+    QUARANTINE_SCHEMA,
 )
 from tests.conftest import REPO_ROOT, loghub_file
 
@@ -103,16 +105,16 @@ def test_unknown_top_level_key_names_key_and_file(tmp_path):
     path = _write_yaml(tmp_path, MINIMAL + "colour: blue\n")
     with pytest.raises(FormatError) as err:
         load_format(path)
-    assert "'colour'" in str(err.value) and str(path) in str(err.value)
+    assert "'format.colour'" in str(err.value) and str(path) in str(err.value)
 
 
 @pytest.mark.parametrize(
     "extra, key",
     [
-        ("label: {field: Date, normal: '-', typo: 1}\n", "label.typo"),
-        ("session: {field: Content, pattern: '(x)', flags: i}\n", "session.flags"),
-        ("masking:\n  - {pattern: 'x', replacement: 'y', when: always}\n", "masking[0].when"),
-        ("drain: {sim_th: 0.5, depht: 4}\n", "drain.depht"),
+        ("label: {field: Date, normal: '-', typo: 1}\n", "format.label.typo"),
+        ("session: {field: Content, pattern: '(x)', flags: i}\n", "format.session.flags"),
+        ("masking:\n  - {pattern: 'x', replacement: 'y', when: always}\n", "format.masking[0].when"),
+        ("drain: {sim_th: 0.5, depht: 4}\n", "format.drain.depht"),
     ],
 )
 def test_unknown_nested_key_names_key(tmp_path, extra, key):
@@ -123,7 +125,7 @@ def test_unknown_nested_key_names_key(tmp_path, extra, key):
 
 def test_unknown_timestamp_key(tmp_path):
     path = _write_yaml(tmp_path, MINIMAL.replace("format: '%Y-%m-%d %H:%M:%S'}", "format: epoch, tz: UTC}"))
-    with pytest.raises(FormatError, match="'timestamp.tz'"):
+    with pytest.raises(FormatError, match="'format.timestamp.tz'"):
         load_format(path)
 
 
@@ -195,7 +197,7 @@ def test_loghub_sample_parses_exactly(system, name):
     path = loghub_file(system)
     lines = _lines(path)
     events, quarantine = parse_chunk(fmt, lines, str(path), 1)
-    assert events.schema == EVENTS_SCHEMA and quarantine.schema == QUARANTINE_SCHEMA
+    assert events.schema == PARSED_SCHEMA and quarantine.schema == QUARANTINE_SCHEMA
     assert quarantine.num_rows == 0, quarantine.slice(0, 5).to_pylist()
     assert events.num_rows == len(lines) == 2000
     assert events.column("line_no").to_pylist() == list(range(1, 2001))
@@ -249,7 +251,7 @@ def test_whitespace_split_equals_the_regex_path(name):
     """Headers with spaces only between fields are split instead of regex-matched: on every line, odd
     whitespace included (tabs, \\v which RE2's \\s excludes, \\f, non-ASCII spaces, leading blanks), the
     fields must be exactly the regex path's."""
-    from ray_logmilp.ingest.formats import _match_header, _regex_header, _split_header
+    from ray_logmilp.ingest.parse import _match_header, _regex_header, _split_header
 
     fmt = load_format(name)
     comp = fmt._compiled
@@ -414,13 +416,13 @@ def test_arrow_array_inputs(kind):
     assert events.column("content").to_pylist() == ["a", "b"]
     assert events.column("timestamp").to_pylist() == [1577836800.0, 1577836801.5]
     assert quarantine.column("reason").to_pylist() == ["empty_line"]
-    assert events.schema == EVENTS_SCHEMA
+    assert events.schema == PARSED_SCHEMA
 
 
 def test_empty_chunk():
     events, quarantine = parse_chunk(load_format("bgl"), [], "f", 1)
     assert events.num_rows == 0 and quarantine.num_rows == 0
-    assert events.schema == EVENTS_SCHEMA and quarantine.schema == QUARANTINE_SCHEMA
+    assert events.schema == PARSED_SCHEMA and quarantine.schema == QUARANTINE_SCHEMA
 
 
 def test_generic_fraction_is_optional():

@@ -4,8 +4,15 @@ import pyarrow as pa
 import pytest
 
 from ray_logmilp.config import LabelConfig, SplitConfig, WindowConfig
-from ray_logmilp.ingest.windows import (BagLabeler, WindowError, alarm_labels, assign_splits, iter_bags,
-                                 load_alarms, load_session_labels)
+from ray_logmilp.ingest.windows import (
+    BagLabeler,
+    WindowError,
+    alarm_labels,
+    assign_splits,
+    iter_bags,
+    load_alarms,
+    load_session_labels,
+)
 
 
 def stream(ts, labels=None, sessions=None):

@@ -15,16 +15,14 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from ray_logmilp.ingest.parsing import (
-    FrozenParser,
-    ParserConfig,
+from ray_logmilp.ingest.frozen import FrozenParser
+from ray_logmilp.ingest.mining import (
     TemplateParser,
     distinct_in_order,
     grouping_accuracy,
-    mask_array,
-    mask_text,
     sequential_drain_baseline,
 )
+from ray_logmilp.ingest.parsing import ParserConfig, mask_array, mask_text
 from tests.conftest import REPO_ROOT, loghub_file
 
 SPECS = REPO_ROOT / "ray_logmilp" / "ingest" / "format_specs"
@@ -77,9 +75,10 @@ def test_every_shipped_format_builds_a_parser_config(name):
 
 
 def test_config_from_load_format_equals_plain_yaml():
-    formats = pytest.importorskip("ray_logmilp.ingest.formats")
+    from ray_logmilp.ingest.format_spec import load_format
+
     for name in ALL_FORMATS:
-        assert ParserConfig.from_format(formats.load_format(name)) == parser_config(name), name
+        assert ParserConfig.from_format(load_format(name)) == parser_config(name), name
 
 
 @pytest.mark.parametrize("sections, message", [
@@ -427,7 +426,8 @@ def test_no_drain3_ini_read_in_fresh_process(tmp_path):
         "def read(self, filenames, *a, **k):\n"
         "    raise SystemExit('config file read: %r' % (filenames,))\n"
         "configparser.ConfigParser.read = read\n"
-        "from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, sequential_drain_baseline\n"
+        "from ray_logmilp.ingest.parsing import ParserConfig\n"
+        "from ray_logmilp.ingest.mining import TemplateParser, sequential_drain_baseline\n"
         f"msgs = {MESSAGES!r}\n"
         "p = TemplateParser(ParserConfig(sim_th=0.4)); ids = p.fit(msgs).tolist()\n"
         "m = p.freeze().match_many(msgs).tolist()\n"
