@@ -25,7 +25,7 @@ from ray_logmilp.model.logmilp import LogMILP, ModelConfig
 from ray_logmilp.ingest.parsing import ParserConfig, TemplateParser, mask_array
 from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 THRESHOLD = 0.5
 
 
