@@ -225,7 +225,7 @@ def plain_server(bundle: str, port: int, threads: int) -> None:
     from fastapi.responses import JSONResponse
 
     from ray_logmilp.serving.scorer import WindowScorer
-    from ray_logmilp.serving.app import DetectRequest
+    from ray_logmilp.serving.schema import DetectRequest
 
     torch.set_num_threads(threads)
     scorer = WindowScorer.from_path(bundle, max_line_bytes=16384)
@@ -241,7 +241,7 @@ def plain_server(bundle: str, port: int, threads: int) -> None:
         windows = [body.lines] if body.lines is not None else body.windows
         top_k = body.top_k or 5
         results = await asyncio.get_running_loop().run_in_executor(pool, scorer.score_windows, windows, top_k)
-        return JSONResponse({"model_version": scorer.bundle.version, "windows": [r.to_dict() for r in results]})
+        return JSONResponse({"model_version": scorer.bundle.version, "windows": [r.model_dump() for r in results]})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from ray_logmilp.serving.app import app_from_config, load_config
+    from ray_logmilp.serving.args import builder_app, deployment_options, load_config
+    from ray_logmilp.serving.deployment import app_from_config
 
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.bundle:
         log(f"built a {a.model_size} bundle in {time.time() - t0:.0f} s: {bundle}")
     windows = request_windows(work)
-    dep = next(d for d in load_config(SERVE_CONFIG).applications[0].deployments).model_dump(exclude_unset=True)
+    dep = deployment_options(builder_app(load_config(SERVE_CONFIG)))
     replica_cpus = int((dep.get("ray_actor_options") or {}).get("num_cpus", 1) or 1)
     batch_cfg = dict(dep["user_config"])
     result: dict = {"bench": "serve", "window_lines": WINDOW_LINES, "cpus": os.cpu_count(), "bundle": str(bundle),

@@ -11,7 +11,7 @@ import sys
 
 def main(argv=None) -> int:
     from ray_logmilp.cli.common import job_parser, project_config, run_job
-    from ray_logmilp.cli.jobs import train_main
+    from ray_logmilp.cli.train import train_main
 
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--smoke-test", action="store_true",

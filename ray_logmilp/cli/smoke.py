@@ -25,3 +25,10 @@ def write_smoke_corpus(root: Path) -> None:
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
     generate(SyntheticConfig(n_lines=SMOKE_LINES, seed=0), root / "corpus")
+
+
+def with_smoke_corpus(overrides: list[str]) -> list[str]:
+    """Write the smoke corpus; the overrides that point every stage at it come first, the user's after."""
+    root, smoke = smoke_overrides()
+    write_smoke_corpus(root)
+    return smoke + overrides

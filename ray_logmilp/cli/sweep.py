@@ -114,7 +114,7 @@ def sweep_main(args: argparse.Namespace) -> int:
     if not ray.is_initialized():
         ray.init(address=args.address)
     if smoke_dir is not None:
-        from ray_logmilp.cli.jobs import format_prepare_summary
+        from ray_logmilp.cli.prepare import format_prepare_summary
         from ray_logmilp.cli.smoke import write_smoke_corpus
         from ray_logmilp.ingest.pipeline import prepare
 

@@ -225,8 +225,6 @@ class EvalConfig:
     """δ_sr of eq. 6: a positive bag counts as a success when removing its top line lowers P by more."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds for mean ± std figures."""
-    heatmaps: int = 4
-    """Positive test bags drawn as attention heatmaps in the report."""
 
     def __post_init__(self) -> None:
         require(all(k >= 1 for k in self.top_k) and bool(self.top_k), "top_k", "must be a non-empty list of k >= 1")

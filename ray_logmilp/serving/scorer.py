@@ -1,7 +1,7 @@
 """Scoring raw windows of log lines with a model bundle: detection + localization, no Ray.
 
-``WindowScorer`` is what Ray Serve replicas (``serve/app.py``), the plain FastAPI baseline and any
-offline caller use. It takes windows of *raw* lines (exactly as they appear in the log file) and runs
+``WindowScorer`` is what Ray Serve replicas (``serving.deployment``), the plain FastAPI baseline and any
+offline caller use; its results are the response models of ``serving.schema``. It takes windows of *raw* lines (exactly as they appear in the log file) and runs
 them through the same steps as training, all vectorised over every line of every window at once:
 
     raw lines ──formats.parse_chunk(bundle.format)──► events  +  quarantine (reason per bad line)
@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,87 +34,16 @@ import torch
 
 from ray_logmilp.bundle import Bundle, load_bundle
 from ray_logmilp.ingest.parse import parse_chunk
-from ray_logmilp.model.localize import localize
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
+from ray_logmilp.model.localize import localize
+from ray_logmilp.serving.schema import Counterfactual, QuarantinedLine, TopLine, WindowResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counterfactual", "QuarantinedLine", "TopLine", "WindowResult", "WindowScorer"]
+__all__ = ["WindowScorer"]
 
 REQUEST_FILE = "request"
 """The ``file`` name raw request lines are parsed under (shows up nowhere in results)."""
-
-
-@dataclass
-class TopLine:
-    """One of the top-k lines of a window, by attention weight in the most decisive head."""
-
-    index: int
-    """0-based position of the line in the window as sent."""
-    line: str
-    """The raw line as sent."""
-    template_id: int
-    """Template id in the bundle, or -1 when no training template matches (then ``template`` is the
-    line's own masked text, which is what the model embedded)."""
-    template: str
-    weight: float
-    """Attention weight (sums to 1 over the scored lines of the window)."""
-
-
-@dataclass
-class Counterfactual:
-    """What the score becomes when the top line is removed (zeroed, as in the paper, by default)."""
-
-    removed_index: int
-    score_without_top: float
-    drop: float
-    """score − score_without_top: how much the verdict relied on the top line."""
-
-
-@dataclass
-class QuarantinedLine:
-    """A line of the window that was not scored, and why (a ``formats.QUARANTINE_REASONS`` value)."""
-
-    index: int
-    reason: str
-    raw: str
-    """First 200 characters of the line (undecodable bytes shown as U+FFFD)."""
-
-
-@dataclass
-class WindowResult:
-    """Detection and localization of one window."""
-
-    score: float | None
-    anomalous: bool | None
-    threshold: float
-    n_lines: int
-    """Lines sent."""
-    n_scored: int
-    """Lines the model saw (sent minus quarantined)."""
-    unseen_templates: int
-    """Scored lines that match no training template (embedded from their own masked text)."""
-    top: list[TopLine] = field(default_factory=list)
-    counterfactual: Counterfactual | None = None
-    quarantined: list[QuarantinedLine] = field(default_factory=list)
-    error: str | None = None
-    """Set when the window cannot be scored (every line quarantined); score is then None."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (field for field; hand-written because ``dataclasses.asdict`` deep-copies
-        and is slow on the serving path)."""
-        cf = self.counterfactual
-        return {
-            "score": self.score, "anomalous": self.anomalous, "threshold": self.threshold,
-            "n_lines": self.n_lines, "n_scored": self.n_scored, "unseen_templates": self.unseen_templates,
-            "top": [{"index": t.index, "line": t.line, "template_id": t.template_id, "template": t.template,
-                     "weight": t.weight} for t in self.top],
-            "counterfactual": None if cf is None else {"removed_index": cf.removed_index,
-                                                       "score_without_top": cf.score_without_top,
-                                                       "drop": cf.drop},
-            "quarantined": [{"index": q.index, "reason": q.reason, "raw": q.raw} for q in self.quarantined],
-            "error": self.error,
-        }
 
 
 @dataclass
@@ -324,7 +253,7 @@ class WindowScorer:
                 ids=rows[a:b],
                 template_ids=tids[a:b],
                 texts=texts[a:b],
-                quarantined=[QuarantinedLine(int(q_line[j] - offsets[w]), q_reason[j], q_raw[j])
+                quarantined=[QuarantinedLine(index=int(q_line[j] - offsets[w]), reason=q_reason[j], raw=q_raw[j])
                              for j in range(qa, qb)],
             ))
         return prepared, extended

@@ -100,7 +100,7 @@ def corpus_windows(serve_corpus):
 def base_url(ray_local, serve_bundle):
     from ray import serve
 
-    from ray_logmilp.serving.app import app_from_config
+    from ray_logmilp.serving.deployment import app_from_config
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -224,14 +224,14 @@ def test_bad_input_gets_its_status_code(client, name, body, status, mention):
 
 
 def test_shipped_config_is_valid():
-    from ray_logmilp.serving.app import DEPLOYMENT_NAME, AppArgs, load_config
+    from ray_logmilp.serving.args import DEPLOYMENT_NAME, app_args, load_config
 
     config = load_config(REPO_ROOT / "serve" / "config.yaml")
     (app,) = config.applications
     assert app.import_path == "serve.app:build_app"
     module, attr = app.import_path.split(":")  # what `serve run` imports from the repo root
     assert callable(getattr(importlib.import_module(module), attr))
-    AppArgs.model_validate(app.args)
+    app_args(app.args)
     (dep,) = app.deployments
     assert dep.name == DEPLOYMENT_NAME
     assert dep.max_ongoing_requests >= dep.user_config["max_batch_size"]  # else batches are silently capped
@@ -239,7 +239,7 @@ def test_shipped_config_is_valid():
 
 
 def test_max_ongoing_requests_below_batch_size_is_refused(serve_bundle):
-    from ray_logmilp.serving.app import build
+    from ray_logmilp.serving.deployment import build
 
     with pytest.raises(ValueError, match="max_ongoing_requests"):
         build({"bundle": str(serve_bundle)}, max_ongoing_requests=5, user_config={"max_batch_size": 32})
@@ -251,7 +251,7 @@ def test_live_reconfigure_of_batching(client, serve_bundle, corpus_windows):
     """Last in this module: changes the running app's batching through user_config, without a restart."""
     from ray import serve
 
-    from ray_logmilp.serving.app import app_from_config
+    from ray_logmilp.serving.deployment import app_from_config
 
     before = _detect(client, {"lines": corpus_windows["normal"]})[0]
     app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(serve_bundle)}, deployment={

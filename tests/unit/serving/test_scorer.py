@@ -27,7 +27,7 @@ from ray_logmilp.ingest.mining import TemplateParser
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
 from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 THRESHOLD = 0.5
 
 
@@ -149,7 +149,7 @@ def test_window_with_every_line_quarantined_gets_an_error_not_a_crash(scorer, co
     assert res[0].score is None and res[0].anomalous is None and "quarantined" in res[0].error
     assert [q.reason for q in res[0].quarantined] == ["empty_line", "header_mismatch"]
     assert res[1].error is None and res[1].score is not None
-    json.dumps([r.to_dict() for r in res])
+    json.dumps([r.model_dump() for r in res])
 
 
 def test_unseen_template_embedded_from_masked_text_without_mutating_the_parser(scorer, corpus_lines):
@@ -200,3 +200,16 @@ def test_health_probe_and_info(scorer):
     assert info["version"] == scorer.bundle.version
     assert info["model"]["input_dim"] == 32 and info["embedder"]["dim"] == 32
     json.dumps(info)
+
+
+def test_results_serialise_to_the_http_response_shape(scorer, corpus_lines):
+    # The JSON body of POST /v1/detect is the results' model_dump: keys and order are the API.
+    ok, bad = scorer.score_windows([corpus_lines[10:14], ["", corpus_lines[20]]], top_k=1)
+    window_keys = ["score", "anomalous", "threshold", "n_lines", "n_scored", "unseen_templates", "top",
+                   "counterfactual", "quarantined", "error"]
+    for res in (ok.model_dump(), bad.model_dump()):
+        assert list(res) == window_keys
+    assert list(ok.model_dump()["top"][0]) == ["index", "line", "template_id", "template", "weight"]
+    assert list(ok.model_dump()["counterfactual"]) == ["removed_index", "score_without_top", "drop"]
+    assert bad.model_dump()["quarantined"] == [{"index": 0, "reason": "empty_line", "raw": ""}]
+    assert json.loads(json.dumps([ok.model_dump(), bad.model_dump()]))[1]["error"] is None

@@ -1,0 +1,75 @@
+"""The serving app's settings: AppArgs and user_config checked by the config engine, and --print-config."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_logmilp.config import ConfigError, to_dict
+from ray_logmilp.serving.args import AppArgs, BatchingConfig, app_args, batching, builder_app, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SERVE_CONFIG = REPO_ROOT / "serve" / "config.yaml"
+
+
+def test_the_shipped_config_args_are_valid():
+    args = app_args(builder_app(load_config(SERVE_CONFIG)).args)
+    assert isinstance(args, AppArgs) and args.bundle and args.default_top_k <= args.max_top_k
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"bundle": "b", "max_top_kk": 3}, "unknown key 'args.max_top_kk'; did you mean 'args.max_top_k'?"),
+    ({"max_top_k": 3}, "args.bundle: is required"),
+    ({"bundle": "b", "default_top_k": 7, "max_top_k": 5}, "args.default_top_k: (7) must be <= max_top_k (5)"),
+    ({"bundle": "b", "device": "gpu"}, "args.device: 'gpu' is not one of ['auto', 'cpu', 'cuda']"),
+    ({"bundle": "b", "max_body_bytes": 0}, "args.max_body_bytes: must be >= 1"),
+    ({"bundle": "b", "max_windows_per_request": "many"}, "args.max_windows_per_request: expected an integer"),
+    ({"bundle": "b", "request_timeout_s": 0}, "args.request_timeout_s: must be > 0"),
+    ({"bundle": "b", "torch_threads": 0}, "args.torch_threads: must be >= 1"),
+])
+def test_bad_app_args_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as err:
+        app_args(raw)
+    assert message in str(err.value)
+
+
+def test_batching_keeps_unset_keys_and_names_bad_ones():
+    current = batching({"max_batch_size": 8})
+    assert current == BatchingConfig(max_batch_size=8)
+    assert batching({"batch_wait_timeout_s": 0}, current) == BatchingConfig(8, 0.0)
+    for raw, message in (({"max_batch_size": 0}, "user_config.max_batch_size: must be >= 1"),
+                         ({"max_batch_size": True}, "user_config.max_batch_size: expected an integer"),
+                         ({"batch_wait_timeout_s": -1}, "user_config.batch_wait_timeout_s: must be >= 0"),
+                         ({"max_batch": 4}, "did you mean 'user_config.max_batch_size'?")):
+        with pytest.raises(ConfigError) as err:
+            batching(raw, current)
+        assert message in str(err.value)
+
+
+def _serve_script(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "serve" / "app.py"), *argv], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=REPO_ROOT)
+
+
+def test_print_config_shows_the_resolved_args_without_starting_ray(tmp_path):
+    proc = _serve_script("--print-config", "--bundle", str(tmp_path / "model"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = yaml.safe_load(proc.stdout)
+    expected = {**builder_app(load_config(SERVE_CONFIG)).args, "bundle": str(tmp_path / "model")}
+    assert printed == to_dict(app_args(expected))
+    assert "Started a local Ray instance" not in proc.stderr
+
+
+def test_a_bad_app_arg_in_the_config_file_exits_2_naming_it(tmp_path):
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["applications"][0]["args"]["max_top_kk"] = 3
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = _serve_script("--config", str(path), "--print-config")
+    assert proc.returncode == 2
+    assert "unknown key 'args.max_top_kk'; did you mean 'args.max_top_k'?" in proc.stderr
