@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 OBJECTIVE_METRICS = ("val_f1", "val_auc", "val_sr", "val_precision", "val_recall")
 #: Keys of the ``train`` section that may be searched; ``model.*`` and ``loss.*`` may be searched freely
 #: (but ``model.input_dim``, which comes from the data).
-TUNABLE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "grad_clip", "balanced_sampling", "steps_per_epoch")
+TUNABLE_TRAIN_KEYS = ("lr", "batch_size", "steps_per_epoch")
 UNTUNABLE_KEYS = ("model.input_dim",)
 OBJECTIVE = "objective"          # name of the reported scalar Tune optimises
 EPOCHS_DONE = "epochs_done"      # ASHA's time attribute (1-based epochs, survives restores)
