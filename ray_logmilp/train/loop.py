@@ -194,9 +194,9 @@ def validation_metrics(y: np.ndarray, p_orig: np.ndarray, p_pert: np.ndarray, de
 def training_attention_kernels(bf16: bool):
     """The scaled-dot-product-attention kernels the encoder may use in training: the math kernel in bf16.
 
-    Why: in bf16 on an H200, with the fused kernel PyTorch picked by default, training returned NaN
-    gradients from a finite loss after 1,200 to 2,200 steps and then diverged; with the math kernel it
-    did not (docs/experiments.md). Windows are short (64 lines): the cost is small.
+    Why: in bf16 on an H200, with the fused kernel PyTorch picked by default, training began returning NaN
+    gradients from a finite loss well into a run and then diverged; with the math kernel it did not
+    (docs/experiments.md). Windows are short (64 lines): the cost is small.
     """
     if not bf16:
         return contextlib.nullcontext()
