@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO_ROOT / "serve" / "config.yaml"
 
 WINDOW_LINES = 100
-SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.attention_dim=32", "model.num_prototypes=8"]
+SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.num_prototypes=8"]
 
 
 def log(msg: str) -> None:

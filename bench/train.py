@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
-    from ray_logmilp.train.loop import train_local, train_with_ray
+    from ray_logmilp.train import train_local, train_with_ray
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="logmilp-bench-train-"))
     generate(SyntheticConfig(n_lines=args.lines, seed=0), work / "corpus")
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         # measure thread count, not Ray. The DDP run splits the machine between its ranks.
         per_worker = max(1, cpus // workers)
         cfg = load_project(CONFIG, base + [f"train.bundle_dir={work / f'm_ray{workers}'}",
-                                           f"train.num_workers={workers}", f"train.cpus_per_worker={per_worker}"])
+                                           f"train.num_workers={workers}", f"train.resources_per_worker={{CPU: {per_worker}}}"])
         t0 = time.perf_counter()
         res = train_with_ray(cfg)
         wall = time.perf_counter() - t0

@@ -34,13 +34,26 @@ from ray_logmilp.config import ProjectConfig, to_dict
 
 log = logging.getLogger(__name__)
 
-BUNDLE_VERSION = 1
-# Model options added after bundles were first written, with the value that reproduces a bundle written
-# before the option existed (it was trained without it). Today's defaults differ, so a missing key must not
-# silently take today's default.
+# 2: model_config holds exactly ModelConfig's fields plus input_dim. 1: it may also hold options that have
+# since left the config (REMOVED_MODEL_OPTIONS), or lack ones added later (LEGACY_MODEL_OPTIONS).
+BUNDLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Model options added after version-1 bundles were first written, with the value that reproduces a bundle
+# written before the option existed (it was trained without it). Today's defaults differ, so a missing key
+# must not silently take today's default.
 LEGACY_MODEL_OPTIONS = {"history_window": 0, "attention_input": "encoder", "pooled_values": "encoder",
                         "witness_scores": False, "evidence_counts": False,
                         "localizer_head": False}
+# Model options that left the config, with the one value this version builds. A bundle that recorded it
+# (or, through LEGACY_MODEL_OPTIONS, was written before it existed) with any other value was trained with
+# a model this version no longer has. attention_dim is derived from hidden_dim, checked in model_from_record.
+REMOVED_MODEL_OPTIONS = {"relative_window": 0, "pooled_values": "local", "witness_scores": False,
+                         "localizer_head": False, "evidence_counts": False, "bag_classifier": "concat",
+                         "attention_input": "local", "positional_encoding": True, "positional_scale": 0.1,
+                         "norm_first": True, "assignment_temperature": 0.1}
+# Recorded by older bundles, with no bearing on the weights: the position table's length (rows depend
+# only on the position), now the constant logmilp.MAX_LEN.
+IGNORED_MODEL_OPTIONS = ("max_len",)
 PAYLOAD_FILES = ("weights.safetensors", "templates.parquet", "parser.json", "embedder.json", "format.json",
                  "metrics.json")
 
@@ -67,6 +80,32 @@ def format_to_dict(fmt: Any) -> dict[str, Any]:
     if hasattr(fmt, "to_dict"):
         return fmt.to_dict()
     return to_dict(fmt) if dataclasses.is_dataclass(fmt) else dict(fmt)
+
+
+def model_from_record(record: dict[str, Any], version: int, where: str) -> Any:
+    """The LogMILP a bundle's ``model_config`` describes: ModelConfig fields plus ``input_dim`` and, in a
+    version-1 bundle, the options older versions had (REMOVED_MODEL_OPTIONS, LEGACY_MODEL_OPTIONS).
+    ``where`` names the bundle in errors."""
+    from ray_logmilp.config import ConfigError, from_dict
+    from ray_logmilp.model.logmilp import LogMILP, ModelConfig, attention_dim
+
+    record = {**LEGACY_MODEL_OPTIONS, **record} if version == 1 else dict(record)
+    for key in IGNORED_MODEL_OPTIONS:
+        record.pop(key, None)
+    input_dim = record.pop("input_dim", None)
+    if not isinstance(input_dim, int) or input_dim < 1:
+        raise BundleError(f"{where}: model_config has no valid input_dim (got {input_dim!r})")
+    supported = {**REMOVED_MODEL_OPTIONS, "attention_dim": attention_dim(record.get("hidden_dim", ModelConfig.hidden_dim))}
+    for key, value in supported.items():
+        recorded = record.pop(key, value)
+        if recorded != value:
+            raise BundleError(f"{where}: the model was trained with model.{key}={recorded!r}, which this version "
+                              f"of ray-logmilp no longer supports (it builds only model.{key}={value!r})")
+    try:
+        cfg = from_dict(ModelConfig, record, prefix="model.")
+    except ConfigError as exc:
+        raise BundleError(f"{where}: model_config is not valid for this version of ray-logmilp: {exc}") from None
+    return LogMILP(cfg, input_dim)
 
 
 def write_bundle(bundle_dir: str, cfg: ProjectConfig, state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
@@ -133,7 +172,6 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
 
     from ray_logmilp.ingest.embedding import embedder_from_spec
     from ray_logmilp.ingest.format_spec import LogFormat
-    from ray_logmilp.model.logmilp import LogMILP, ModelConfig
     from ray_logmilp.ingest.frozen import FrozenParser
 
     fs, root = storage.resolve_dir(bundle_dir)
@@ -143,9 +181,9 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
         manifest = json.loads(_read_bytes(fs, f"{root}/bundle.json"))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{bundle_dir}/bundle.json is not valid JSON: {exc}") from None
-    if manifest.get("bundle_version") != BUNDLE_VERSION:
+    if manifest.get("bundle_version") not in READABLE_VERSIONS:
         raise BundleError(f"{bundle_dir}: bundle version {manifest.get('bundle_version')!r} is not supported "
-                          f"(this ray-logmilp reads version {BUNDLE_VERSION})")
+                          f"(this ray-logmilp reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     blobs: dict[str, bytes] = {}
     for name in PAYLOAD_FILES:
         if not storage.exists(fs, f"{root}/{name}"):
@@ -155,7 +193,7 @@ def load_bundle(bundle_dir: str, *, device: str | torch.device = "cpu", verify: 
         if verify and _sha256(blobs[name]) != expected:
             raise BundleError(f"{bundle_dir}: {name} does not match its checksum in bundle.json "
                               f"(modified or truncated)")
-    model = LogMILP(ModelConfig(**{**LEGACY_MODEL_OPTIONS, **manifest["model_config"]}))
+    model = model_from_record(manifest["model_config"], manifest["bundle_version"], bundle_dir)
     try:
         model.load_state_dict(load_safetensors(blobs["weights.safetensors"]))
     except RuntimeError as exc:

@@ -31,7 +31,7 @@ def ray_local():
 
 
 # Small end-to-end artifacts shared by integration tests (built once per session).
-SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.attention_dim=32", "model.num_prototypes=8"]
+SMALL_MODEL = ["model.hidden_dim=64", "model.ff_dim=128", "model.num_prototypes=8"]
 
 
 @pytest.fixture(scope="session")

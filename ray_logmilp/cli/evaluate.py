@@ -24,7 +24,7 @@ class Model:
 
 def _train_seeds(config_path, overrides: list[str], seeds: list[int], tag: str) -> list[Model]:
     from ray_logmilp.config import load_project
-    from ray_logmilp.train.loop import train_with_ray
+    from ray_logmilp.train import train_with_ray
 
     models = []
     for seed in seeds:

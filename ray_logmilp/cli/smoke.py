@@ -6,7 +6,7 @@ from pathlib import Path
 
 SMOKE_LINES = 20_000
 #: A model small enough to train 2 epochs in about a minute on one CPU core.
-SMOKE_OVERRIDES = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "model.attention_dim=16",
+SMOKE_OVERRIDES = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64",
                    "model.num_prototypes=4", "data.window.size=32", "data.window.stride=32"]
 
 

@@ -10,7 +10,8 @@ from ray_logmilp.cli.smoke import with_smoke_corpus
 
 def train_main(args: argparse.Namespace) -> int:
     from ray_logmilp.config import load_project
-    from ray_logmilp.train.loop import format_progress, train_with_ray
+    from ray_logmilp.train import format_progress, train_with_ray
+    from ray_logmilp.train.loop import SELECT_SR_WEIGHT
 
     overrides = list(args.overrides)
     if args.smoke_test:
@@ -25,6 +26,6 @@ def train_main(args: argparse.Namespace) -> int:
     m = result.metrics
     print(f"trained in {result.seconds:.1f}s; best epoch {m['epoch'] + 1}: val F1 {m['val_f1']:.4f}, "
           f"AUC {m['val_auc']:.4f}, SR {m['val_sr']:.4f}, threshold {m['threshold']:.4f} "
-          f"(kept for the highest val F1 + {cfg.train.select_sr_weight:g}·SR)")
+          f"(kept for the highest val F1 + {SELECT_SR_WEIGHT:g}·SR)")
     print(f"model bundle: {result.bundle_dir}")
     return 0

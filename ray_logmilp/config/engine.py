@@ -115,9 +115,6 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", localns: dict[s
         # __post_init__ validation names the field relative to its dataclass; add the dotted prefix.
         msg = str(exc)
         raise ConfigError(f"{prefix}{msg}" if not msg.startswith(":") else f"{prefix.rstrip('.')}{msg}") from None
-    except ValueError as exc:
-        # Validation in library dataclasses (model, loss) says "ModelConfig.hidden_dim ..."; name the flag.
-        raise ConfigError(str(exc).replace(f"{cls.__name__}.", prefix)) from None
     except TypeError as exc:  # a required field missing
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from None
     return obj

@@ -145,7 +145,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The train stage (Ray Train TorchTrainer with DDP, or plain PyTorch)."""
+    """The train stage (Ray Train TorchTrainer with DDP, or plain PyTorch). Fixed choices (AdamW's weight
+    decay, gradient clipping, balanced batches, bf16 on GPU, checkpoint selection) are constants in
+    ``ray_logmilp.train`` and described in docs/training.md."""
 
     prepared_dir: str | None = None
     """Output of the prepare stage; ``None`` means ``data.output_dir``. Must be shared storage (a URI)
@@ -158,61 +160,32 @@ class TrainConfig:
     """Name of the run under ``storage_path``; a run with the same name resumes from its checkpoints."""
     epochs: int = 15
     batch_size: int = 32
-    eval_batch_size: int = 128
+    """Bags per step and rank; half positive, half negative (the paper's weighted sampler)."""
     lr: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    """"cosine": the learning rate follows a half cosine from ``lr`` down to ``lr · lr_min_factor`` over
-    the run's ``epochs × steps_per_epoch`` steps (a function of the step, so a resumed run continues
-    on the same curve). "constant": ``lr`` throughout."""
-    lr_min_factor: float = 0.05
-    """Where the cosine schedule ends, as a fraction of ``lr``."""
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    """Max gradient norm; 0 disables clipping."""
-    ema_decay: float = 0.0
-    """0 = off. Otherwise validation, the kept checkpoint and the bundle use an exponential moving
-    average of the weights (Polyak averaging) with this decay per step; training itself steps the raw
-    weights. The decay is warmed up as ``min(ema_decay, (1 + t) / (10 + t))`` at step t, so early
-    averages are not dominated by the initial weights. 0.995 averages over about 200 steps."""
+    """AdamW's learning rate, constant throughout."""
     seed: int = 0
     steps_per_epoch: int | None = None
     """Steps per rank per epoch; ``None``: one pass over the training bags split across ranks."""
-    balanced_sampling: bool = True
-    """Draw positive and negative bags with equal probability (the paper's weighted sampler)."""
     num_workers: int = 1
     """Ray Train workers (DDP ranks)."""
-    cpus_per_worker: float = 1
     use_gpu: bool | None = None
     """``None``: use GPUs when the cluster has them at start. On an autoscaling cluster that starts with
     no GPU nodes, set ``true`` so the GPU worker type is requested."""
     resources_per_worker: dict[str, float] | None = None
-    """Extra custom resources per worker (e.g. ``{gpu_node: 0.01}`` to land on a node type)."""
-    bf16: bool = True
-    """bf16 autocast on GPU (ignored on CPU)."""
+    """Ray resources per worker, e.g. ``{CPU: 4}`` or ``{gpu_node: 0.01}`` to land on a node type. CPU
+    defaults to 1, and GPU to 1 when GPUs are used."""
     max_failures: int = 1
     """Worker crashes tolerated; the run restarts from the last checkpoint."""
-    num_to_keep: int = 2
-    """Checkpoints kept (the best by ``val_select``, see ``select_sr_weight``)."""
-    select_sr_weight: float = 0.5
-    """Which epoch becomes the bundle: the one with the highest ``val_select = val_f1 + select_sr_weight ·
-    val_sr``. Both use bag labels only (SR needs no line labels). Validation F1 alone (0) saturates early on
-    easy data and then keeps the first epoch that detects, before localization has formed."""
-    fault_injection_epoch: int | None = None
-    """Testing only: after this epoch's checkpoint, the last rank exits once (see fault_injection_marker)."""
-    fault_injection_marker: str | None = None
-    """File that records the injected crash, so it happens once."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "num_workers", "num_to_keep"):
+        for name in ("epochs", "batch_size", "num_workers"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(0 <= self.lr_min_factor <= 1, "lr_min_factor", f"must be in [0, 1], got {self.lr_min_factor}")
         require(self.max_failures >= 0, "max_failures", "must be >= 0")
-        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        require(self.select_sr_weight >= 0, "select_sr_weight", f"must be >= 0, got {self.select_sr_weight}")
-        require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if self.steps_per_epoch is not None:
             require(self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1")
+        for name, amount in (self.resources_per_worker or {}).items():
+            require(amount >= 0, "resources_per_worker", f"{name} must be >= 0, got {amount}")
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch
 from ray_logmilp.bundle import Bundle
 from ray_logmilp.evaluation.metrics import loc_at_k, mean_std, precision_recall_f1, roc_auc, success_rate
 from ray_logmilp.ingest.prepared import PreparedData, collate
-from ray_logmilp.model.localize import localize
+from ray_logmilp.model.localize import localize, remove_lines
+from ray_logmilp.model.logmilp import MAX_LEN
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,7 @@ def remove_other_line(model, x: torch.Tensor, mask: torch.Tensor, key_index: tor
     # A uniform draw among the other real lines: the argmax of uniform noise restricted to them.
     noise = torch.rand(B, W, generator=generator).to(x.device).masked_fill(~others, -1.0)
     pick = noise.argmax(dim=1)                                                         # [B]
-    x_ctrl, mask_ctrl = x.clone(), mask.clone()
-    r, j = rows[has_other], pick[has_other]
-    if perturbation == "zero":
-        x_ctrl[r, j] = 0.0
-    else:
-        mask_ctrl[r, j] = False
+    x_ctrl, mask_ctrl = remove_lines(x, mask, pick, perturbation, select=has_other)
     return model(x_ctrl, mask_ctrl).prob
 
 
@@ -67,11 +63,10 @@ def evaluate(bundle: Bundle, data: PreparedData, *, top_k: list[int], delta_sr: 
     tops: list[list[int]] = [[] for _ in range(len(bags))]
     weights: list[list[float]] = [[] for _ in range(len(bags))]
     heads = np.zeros(len(bags), np.int64)
-    max_len = model.config.max_len if model.config.positional_encoding else None
     order = np.argsort(bags.lengths(), kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        x, mask, _, _ = collate(bags, rows, embeddings, max_len)
+        x, mask, _, _ = collate(bags, rows, embeddings, MAX_LEN)
         located = localize(model, x, mask, top_k=k_max, perturbation=perturbation)
         for row, loc in zip(rows, located):
             p_orig[row], p_pert[row] = loc.p_orig, loc.p_pert

@@ -9,13 +9,13 @@ terms reach the gradient, so we follow ARCHITECTURE.md and backpropagate the tot
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
 
-from ray_logmilp.model.config import LossConfig  # noqa: F401
-from ray_logmilp.model.logmilp import LogMILP, LogMILPOutput, key_head_attention, perturb_key_instance
+from ray_logmilp.model.config import LossConfig
+from ray_logmilp.model.localize import attention_entropy, key_head_attention, perturb_key_instance
+from ray_logmilp.model.logmilp import LogMILP, LogMILPOutput
 
 __all__ = [
     "LossConfig",
@@ -27,6 +27,14 @@ __all__ = [
     "compute_losses",
 ]
 
+# γ of the focal loss (Lin et al.'s default): down-weights bags the model already gets right.
+FOCAL_GAMMA = 2.0
+# Weight of the positive class (negatives get 1 − α). Neutral, because training already draws positive and
+# negative bags equally often; Lin et al.'s 0.25 on top of that under-weighted positives and stalled learning.
+FOCAL_ALPHA = 0.5
+# How many of a positive bag's most-attended lines L_loc tries removing to find the one that matters.
+LOCALIZATION_CANDIDATES = 4
+
 
 def _masked_mean(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
     """Mean of values[select]; 0 (not NaN) when nothing is selected, so a one-class batch is harmless."""
@@ -34,49 +42,39 @@ def _masked_mean(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
     return (values * select).sum() / select.sum().clamp_min(1.0)
 
 
-def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0,
-               alpha: float | None = 0.25, positive_cap: float | None = None) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = FOCAL_GAMMA,
+               alpha: float = FOCAL_ALPHA) -> torch.Tensor:
     """Focal loss (Lin et al. 2017) on two-class logits [B,2] with labels y [B] ∈ {0,1}; mean over the batch.
 
     FL = −α_t (1 − p_t)^γ log p_t, p_t = P(true class), α_t = α for positives and 1 − α for negatives.
-    With ``positive_cap`` a positive bag whose P already reaches the cap contributes 0 (it still counts
-    in the mean's denominator), see ``LossConfig.positive_cap``.
     """
     y = y.long()
     log_p_t = F.log_softmax(logits, dim=-1).gather(1, y[:, None]).squeeze(1)           # [B]
     p_t = log_p_t.exp()
     loss = -((1.0 - p_t) ** gamma) * log_p_t                                            # [B]
-    if alpha is not None:
-        loss = torch.where(y == 1, alpha, 1.0 - alpha) * loss
-    if positive_cap is not None:
-        loss = loss.masked_fill((y == 1) & (p_t.detach() >= positive_cap), 0.0)
+    loss = torch.where(y == 1, alpha, 1.0 - alpha) * loss
     return loss.mean()
 
 
 def proto_loss(M_bag: torch.Tensor, E_bag: torch.Tensor, y: torch.Tensor, delta_p: float = 0.8,
-               delta_e: float = 0.5, w_ent: float = 1.0) -> torch.Tensor:
+               delta_e: float = 0.5) -> torch.Tensor:
     """Prototype regularisation (Algorithm 1 lines 5–7).
 
-    mean_pos max(0, Δ_p − M_bag) + w_ent · mean_neg max(0, Δ_e − E_bag); an empty group contributes 0.
+    mean_pos max(0, Δ_p − M_bag) + mean_neg max(0, Δ_e − E_bag) (the paper's w_ent = 1); an empty group
+    contributes 0.
     """
     pos = y.bool()
     l_pos = _masked_mean(F.relu(delta_p - M_bag), pos)
     l_neg = _masked_mean(F.relu(delta_e - E_bag), ~pos)
-    return l_pos + w_ent * l_neg
+    return l_pos + l_neg
 
 
-def attention_entropy_loss(attention: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Mean normalised attention entropy (Algorithm 1 line 8).
+def attention_entropy_loss(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_attn (Algorithm 1 line 8): the mean over bags and heads of :func:`attention_entropy`.
 
-    attention: [B,K,W]; mask: [B,W]. Each head's entropy −Σ_t A log(A + ε) is divided by log(W_real), the
-    bag's real length (the paper's log W assumes unpadded bags); bags with one instance count as 0.
-    Mean over bags and heads.
+    attention: [B,K,W]; mask: [B,W]. Bags with one instance count as 0.
     """
-    a = attention.masked_fill(~mask[:, None, :], 0.0)                                   # [B,K,W]
-    ent = -(a * torch.log(a + eps)).sum(dim=-1)                                         # [B,K]
-    n_real = mask.sum(dim=1).to(ent.dtype)                                              # [B]
-    denom = torch.where(n_real >= 2, torch.log(n_real.clamp_min(2.0)), torch.full_like(n_real, math.inf))
-    return (ent / denom[:, None]).mean()
+    return attention_entropy(attention, mask).mean()
 
 
 def consistency_loss(p_orig: torch.Tensor, p_pert: torch.Tensor, y: torch.Tensor,
@@ -95,7 +93,7 @@ def instance_loss(scores: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> 
 
     The maximum for negative bags too, not the mean over their lines: with the mean, scoring one fixed
     line of *every* bag high (the first, which has no history) costs a negative bag only 1/W of it and
-    satisfies every positive bag. On the benchmark corpus the heads found exactly that in 25 steps.
+    satisfies every positive bag, a shortcut the heads found at once (docs/experiments.md).
     """
     top = scores.masked_fill(~mask[:, None, :], float("-inf")).max(dim=-1).values      # [B,K]
     target = y.to(top.dtype)[:, None].expand_as(top)                                    # [B,K]
@@ -114,7 +112,7 @@ def loss_config_for_epoch(cfg: LossConfig, epoch: int) -> LossConfig:
 
 @torch.no_grad()
 def localization_targets(model: LogMILP, x: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor,
-                         candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+                         candidates: int = LOCALIZATION_CANDIDATES) -> tuple[torch.Tensor, torch.Tensor]:
     """For each bag, the line among its ``candidates`` most-attended (key head) whose removal lowers P most.
 
     Each candidate is dropped through the mask, so it also leaves every other line's history summary;
@@ -177,24 +175,17 @@ def compute_losses(
         out = model(x, mask)
     zero = out.logits.new_zeros(())
 
-    l_cls = focal_loss(out.logits, y, cfg.focal_gamma, cfg.focal_alpha, cfg.positive_cap)
-    if model.config.use_prototypes:
-        l_proto = proto_loss(out.M_bag, out.E_bag, y, cfg.delta_p, cfg.delta_e, cfg.w_ent)
-    else:
-        l_proto = zero
-    l_attn = attention_entropy_loss(out.attention, mask, cfg.eps)
-
-    if cfg.use_consistency:
-        p_orig = out.prob.detach() if cfg.detach_p_orig else out.prob
-        l_con = consistency_loss(p_orig, p_pert, y, cfg.delta_c)
-    else:
-        l_con = zero
+    l_cls = focal_loss(out.logits, y)
+    l_proto = proto_loss(out.M_bag, out.E_bag, y, cfg.delta_p, cfg.delta_e) if model.config.use_prototypes else zero
+    l_attn = attention_entropy_loss(out.attention, mask)
+    # The gradient flows through both P_orig and P_pert: for positive bags raising P_orig agrees with L_cls.
+    l_con = consistency_loss(out.prob, p_pert, y, cfg.delta_c) if cfg.use_consistency else zero
 
     if cfg.lambda_l > 0 and bool((y == 1).any()):
         pos = torch.nonzero(y == 1).flatten()
         att = (probe.attention if cfg.use_consistency else out.attention.detach())[pos]
-        key_head, target = localization_targets(model, x[pos], mask[pos], att, cfg.localization_candidates)
-        l_loc = localization_loss(out.attention[pos], key_head, target, y[pos], cfg.eps)
+        key_head, target = localization_targets(model, x[pos], mask[pos], att)
+        l_loc = localization_loss(out.attention[pos], key_head, target, y[pos])
     else:
         l_loc = zero
 

@@ -36,6 +36,7 @@ from ray_logmilp.bundle import Bundle, load_bundle
 from ray_logmilp.ingest.parse import parse_chunk
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
 from ray_logmilp.model.localize import localize
+from ray_logmilp.model.logmilp import MAX_LEN
 from ray_logmilp.serving.schema import Counterfactual, QuarantinedLine, TopLine, WindowResult
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,7 @@ class WindowScorer:
         self.parser_config = ParserConfig.from_format(bundle.format)
         self.perturbation = perturbation
         self.max_windows_per_forward = int(max_windows_per_forward)
-        cfg = self.model.config
-        self.max_window_lines = cfg.max_len if cfg.positional_encoding else None
+        self.max_window_lines = MAX_LEN
         self.embeddings = torch.from_numpy(np.ascontiguousarray(bundle.embeddings)).to(self.device)  # [T,d]
         self.num_templates = int(self.embeddings.shape[0])
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -340,7 +340,7 @@ class WindowScorer:
     def check(self) -> float:
         """Score a one-line probe through the model; raises if the model cannot produce a finite score."""
         x = self.embeddings[:1].reshape(1, 1, -1) if self.num_templates else \
-            torch.zeros(1, 1, self.model.config.input_dim, device=self.device)
+            torch.zeros(1, 1, self.model.input_dim, device=self.device)
         p = float(self.model(x, torch.ones(1, 1, dtype=torch.bool, device=self.device)).prob[0])
         if not math.isfinite(p):
             raise RuntimeError(f"model health probe produced a non-finite score ({p})")

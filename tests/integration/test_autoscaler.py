@@ -27,7 +27,7 @@ from .ray_head import REPO_ROOT, free_port, ray_head
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAKE_CONFIG = REPO_ROOT / "deploy" / "fake_multinode.yaml"
-SMALL = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "model.attention_dim=16",
+SMALL = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64",
          "model.num_prototypes=4", "data.window.size=32", "data.window.stride=32", "train.max_failures=0"]
 
 
@@ -64,7 +64,7 @@ def test_fake_autoscaler_adds_train_nodes_and_removes_them_when_idle(tmp_path):
              f"data.inputs=[{(corpus_dir / 'corpus.log').as_uri()}]", f"data.output_dir={prepared}",
              f"train.prepared_dir={prepared}", f"train.bundle_dir={bundle}",
              f"train.storage_path={(tmp_path / 'ray_results').as_uri()}", "train.run_name=autoscaled",
-             "train.num_workers=2", "train.cpus_per_worker=1", "train.resources_per_worker={train_node: 1}",
+             "train.num_workers=2", "train.resources_per_worker={CPU: 1, train_node: 1}",
              "train.use_gpu=false", *SMALL],
             cwd=REPO_ROOT, env=head.client_env(), capture_output=True, text=True, timeout=420)
         print(f"prepare + train with scale-up: {time.monotonic() - t0:.1f}s")

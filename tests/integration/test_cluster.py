@@ -22,7 +22,7 @@ from .ray_head import RAY_CLI, REPO_ROOT, local_cluster, ray_head
 pytestmark = pytest.mark.integration
 
 # Small model and data: the point is the path through the cluster, not the scores.
-SMALL = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64", "model.attention_dim=16",
+SMALL = ["train.epochs=2", "model.hidden_dim=32", "model.ff_dim=64",
          "model.num_prototypes=4", "data.window.size=32", "data.window.stride=32", "train.max_failures=0"]
 UPLOAD_LIMIT_BYTES = 2 * 1024 * 1024
 
@@ -230,7 +230,7 @@ def test_two_node_cluster_prepare_and_train_use_both_nodes(tmp_path):
             [sys.executable, "jobs/train.py", "--config", "configs/synthetic.yaml", f"data.output_dir={prepared}",
              f"train.prepared_dir={prepared}", f"train.bundle_dir={bundle}",
              f"train.storage_path={(tmp_path / 'ray_results').as_uri()}", "train.run_name=two-nodes",
-             "train.num_workers=2", "train.cpus_per_worker=1", "train.use_gpu=false", *SMALL],
+             "train.num_workers=2", "train.resources_per_worker={CPU: 1}", "train.use_gpu=false", *SMALL],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420)
         assert train.returncode == 0, f"{train.stdout[-3000:]}\n{train.stderr[-5000:]}{cluster.diagnose()}"
         train_nodes = _nodes_of(cluster.state("actors"), "RayTrainWorker")

@@ -22,7 +22,7 @@ from .test_jobs import run_job
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CORPUS_LINES = 400_000
-TRAINING = ["train.epochs=8", "train.steps_per_epoch=150", "train.cpus_per_worker=2", "eval.seeds=[0]"]
+TRAINING = ["train.epochs=8", "train.steps_per_epoch=150", "train.resources_per_worker={CPU: 2}", "eval.seeds=[0]"]
 # Measured with this configuration (2-core CPU, 2026-11-25, 512-dim embedding): with L_inst on (the default
 # since then) F1 0.833, AUC 0.947, Loc@3 0.852, SR 0.778 (SR control 0.016); before it, F1 0.868, AUC 0.967,
 # Loc@3 0.897, SR 0.835 (SR control 0.019). With the 128-dim embedding it was F1 0.770, AUC 0.909,

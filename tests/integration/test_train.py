@@ -1,7 +1,6 @@
 """Training on a real local Ray: 2-worker DDP TorchTrainer, crash and resume, the bundle, evaluation."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import sys
@@ -10,12 +9,12 @@ import numpy as np
 import pytest
 
 from ray_logmilp.bundle import BundleError, load_bundle
-from ray_logmilp.config import load_project, to_dict, from_dict, ProjectConfig
+from ray_logmilp.config import ProjectConfig, from_dict, to_dict
 from ray_logmilp.ingest.prepared import load_prepared
 from ray_logmilp.evaluation.evaluate import evaluate
-from ray_logmilp.train.loop import train_with_ray
+from ray_logmilp.train import train_with_ray
+from ray_logmilp.train.loop import FAULT_INJECTION_ENV
 
-from ..conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +38,11 @@ def test_two_worker_ddp_writes_a_bundle_that_loads_and_predicts(ray_local, small
     assert {"sr", "sr_other_line", "sr_one_labelled", "sr_several_labelled"} <= set(res)
 
 
-def test_a_crashed_worker_resumes_from_the_last_checkpoint(ray_local, small_prepared, small_config, tmp_path):
+def test_a_crashed_worker_resumes_from_the_last_checkpoint(ray_local, small_prepared, small_config, tmp_path,
+                                                         monkeypatch):
     marker = tmp_path / "crashed"
+    monkeypatch.setenv(FAULT_INJECTION_ENV, f"0:{marker}")      # the last rank exits once after epoch 0
     cfg = with_overrides(small_config, "train.num_workers=2", "train.epochs=3", "train.max_failures=1",
-                         "train.fault_injection_epoch=0", f"train.fault_injection_marker={marker}",
                          f"train.bundle_dir={tmp_path / 'b'}", f"train.storage_path={tmp_path / 'runs'}")
     result = train_with_ray(cfg)
     assert marker.exists(), "the fault was not injected"
@@ -87,7 +87,7 @@ def test_bundle_loads_without_training_code(small_bundle):
 def test_train_local_leaves_no_checkpoints_behind(small_prepared, small_config, tmp_path, monkeypatch):
     import tempfile
 
-    from ray_logmilp.train.loop import train_local
+    from ray_logmilp.train import train_local
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()

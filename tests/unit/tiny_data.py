@@ -6,7 +6,7 @@ import numpy as np
 from ray_logmilp.ingest.prepared import BagSet, PreparedData
 
 # A model small enough to train a few steps in well under a second on CPU.
-TINY_MODEL = ["model.hidden_dim=16", "model.ff_dim=16", "model.attention_dim=8", "model.num_prototypes=2"]
+TINY_MODEL = ["model.hidden_dim=16", "model.ff_dim=16", "model.num_prototypes=2"]
 
 
 def tiny_prepared(n_bags: int = 24, w: int = 6, d: int = 8) -> PreparedData:

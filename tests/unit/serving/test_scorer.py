@@ -61,45 +61,60 @@ def tiny_bundle(corpus_lines, tmp_path_factory) -> str:
     (prepared / "parser.json").write_text(json.dumps(frozen.to_dict()))
     (prepared / "embedder.json").write_text(json.dumps(emb.spec()))
     torch.manual_seed(0)
-    mcfg = ModelConfig(input_dim=32, hidden_dim=16, ff_dim=32, attention_dim=8, num_prototypes=4, dropout=0.0)
-    model = LogMILP(mcfg)
+    mcfg = ModelConfig(hidden_dim=16, ff_dim=32, num_prototypes=4, dropout=0.0)
+    model = LogMILP(mcfg, 32)
     cfg = load_project(REPO_ROOT / "configs" / "synthetic.yaml", [])
     from dataclasses import asdict
     return write_bundle(str(root / "model"), cfg, model.state_dict(),
-                        {"model_config": asdict(mcfg), "metrics": {"threshold": THRESHOLD}, "epoch": 0},
+                        {"model_config": {**asdict(mcfg), "input_dim": 32}, "metrics": {"threshold": THRESHOLD}, "epoch": 0},
                         str(prepared))
 
 
-def test_bundle_written_before_newer_model_options_loads_as_trained(tiny_bundle, tmp_path):
-    # A bundle from before history_window / attention_input existed has neither key; it was trained
-    # with the paper's encoder path, so it must load as that, not with today's defaults (whose extra
-    # weights it lacks).
+def _rewrite_model_config(bundle_dir, tmp_path, name, **recorded):
+    """A copy of the bundle whose manifest records ``recorded`` in its model_config, as an older version
+    of ray-logmilp wrote it (the weights are unchanged)."""
     import shutil
 
-    from ray_logmilp.bundle import LEGACY_MODEL_OPTIONS
+    copy = tmp_path / name
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["model_config"].update(recorded)
+    manifest["bundle_version"] = 1
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    return str(copy)
 
-    legacy_dir = tmp_path / "legacy"
-    shutil.copytree(tiny_bundle, legacy_dir)
-    manifest_path = legacy_dir / "bundle.json"
-    manifest = json.loads(manifest_path.read_text())
-    assert manifest["model_config"]["history_window"] == 16      # the fixture uses today's defaults ...
-    torch.manual_seed(0)
-    old_cfg = ModelConfig(**{**manifest["model_config"], **LEGACY_MODEL_OPTIONS})
-    old_model = LogMILP(old_cfg)
-    from safetensors.torch import save_file
-    save_file(old_model.state_dict(), str(legacy_dir / "weights.safetensors"))
-    for key in LEGACY_MODEL_OPTIONS:                              # ... so rewrite it as an older bundle
-        manifest["model_config"].pop(key)
-    import hashlib
-    manifest["files"]["weights.safetensors"] = hashlib.sha256((legacy_dir / "weights.safetensors").read_bytes()).hexdigest()
-    manifest_path.write_text(json.dumps(manifest))
 
-    loaded = load_bundle(str(legacy_dir))
-    assert loaded.model.config.history_window == 0 and loaded.model.config.attention_input == "encoder"
-    x = torch.randn(2, 5, 32)
-    mask = torch.ones(2, 5, dtype=torch.bool)
+def test_a_bundle_that_recorded_removed_options_at_their_shipped_value_loads(tiny_bundle, tmp_path):
+    from ray_logmilp.bundle import REMOVED_MODEL_OPTIONS
+
+    old = _rewrite_model_config(tiny_bundle, tmp_path, "old", **REMOVED_MODEL_OPTIONS, attention_dim=8, max_len=2048)
+    x, mask = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
     with torch.no_grad():
-        assert torch.allclose(loaded.model(x, mask).prob, old_model.eval()(x, mask).prob, atol=1e-6)
+        assert torch.equal(load_bundle(old).model(x, mask).prob, load_bundle(tiny_bundle).model(x, mask).prob)
+    assert load_bundle(old).model.input_dim == 32
+
+
+@pytest.mark.parametrize("recorded", [{"localizer_head": True}, {"attention_input": "encoder"},
+                                      {"witness_scores": True}, {"positional_encoding": False},
+                                      {"attention_dim": 64}])
+def test_a_bundle_that_recorded_a_removed_option_on_fails_naming_it(tiny_bundle, tmp_path, recorded):
+    from ray_logmilp.bundle import REMOVED_MODEL_OPTIONS, BundleError
+
+    # A version-1 bundle records every option of its day; all but one at the value this version builds.
+    old = _rewrite_model_config(tiny_bundle, tmp_path, "old", **{**REMOVED_MODEL_OPTIONS, "attention_dim": 8, **recorded})
+    (key, value), = recorded.items()
+    with pytest.raises(BundleError, match=rf"model\.{key}={value!r}.*no longer supports"):
+        load_bundle(old)
+
+
+def test_a_bundle_from_before_the_local_pooling_heads_fails_clearly(tiny_bundle, tmp_path):
+    # Version-1 bundles written before attention_input / pooled_values existed lack the keys; they were
+    # trained with the paper's encoder-pooled heads, which this version no longer builds.
+    from ray_logmilp.bundle import BundleError
+
+    old = _rewrite_model_config(tiny_bundle, tmp_path, "older", witness_scores=False)
+    with pytest.raises(BundleError, match="model.pooled_values='encoder'.*no longer supports"):
+        load_bundle(old)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import torch
 
 import ray_logmilp.train.loop as train_module
 from ray_logmilp.config import load_project
-from ray_logmilp.train.loop import LocalContext, finite_step, fit
+from ray_logmilp.train import LocalContext, fit
+from ray_logmilp.train.loop import finite_step
 
-from .tiny_data import TINY_MODEL, tiny_prepared
+from ..tiny_data import TINY_MODEL, tiny_prepared
 
 
 def _model_and_optimizer():
@@ -105,7 +106,7 @@ def _attention_ops(flag: bool) -> set[str]:
     from ray_logmilp.model.logmilp import LogMILP, ModelConfig
 
     torch.manual_seed(0)
-    model = LogMILP(ModelConfig(input_dim=16, dropout=0.0))
+    model = LogMILP(ModelConfig(dropout=0.0), 16)
     x = torch.randn(2, 8, 16)                                  # [B,W,d]
     mask = torch.ones(2, 8, dtype=torch.bool)
     mask[1, 5:] = False

@@ -78,8 +78,7 @@ def test_localize_restores_training_mode_and_validates():
 
 def test_localize_real_model_shapes_and_no_grad():
     torch.manual_seed(0)
-    model = LogMILP(ModelConfig(input_dim=8, hidden_dim=16, encoder_heads=2, ff_dim=32, num_prototypes=3,
-                                attention_heads=3, attention_dim=8))
+    model = LogMILP(ModelConfig(hidden_dim=16, encoder_heads=2, ff_dim=32, num_prototypes=3, attention_heads=3), 8)
     x = torch.randn(3, 6, 8)
     mask = torch.arange(6)[None, :] < torch.tensor([[6], [2], [1]])
     locs = localize(model, x, mask, top_k=4)
@@ -107,8 +106,7 @@ def test_trained_model_localizes_the_special_line():
     mask = torch.ones(16, 8, dtype=torch.bool)
 
     torch.manual_seed(0)
-    model = LogMILP(ModelConfig(input_dim=d, hidden_dim=32, ff_dim=64, dropout=0.0, num_prototypes=4,
-                                attention_heads=2, attention_dim=16))
+    model = LogMILP(ModelConfig(hidden_dim=32, ff_dim=64, dropout=0.0, num_prototypes=4, attention_heads=2), d)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):
         total, _, _ = compute_losses(model, x, mask, y, LossConfig())

@@ -9,27 +9,23 @@ import torch
 import torch.nn.functional as F
 
 from ray_logmilp.model.losses import LossConfig, compute_losses
-from ray_logmilp.model.logmilp import (
-    LogMILP,
-    LogMILPOutput,
-    ModelConfig,
-    attention_entropy,
-    perturb_key_instance,
-)
+from ray_logmilp.config import ConfigError
+from ray_logmilp.model.localize import attention_entropy, perturb_key_instance
+from ray_logmilp.model.logmilp import MAX_LEN, LogMILP, LogMILPOutput, ModelConfig
 
 D = 16
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    base = dict(input_dim=D, hidden_dim=32, encoder_layers=2, encoder_heads=4, ff_dim=64, dropout=0.0,
-                num_prototypes=4, attention_heads=2, attention_dim=16)
+    base = dict(hidden_dim=32, encoder_layers=2, encoder_heads=4, ff_dim=64, dropout=0.0,
+                num_prototypes=4, attention_heads=2)
     base.update(overrides)
     return ModelConfig(**base)
 
 
 def tiny_model(seed: int = 0, **overrides) -> LogMILP:
     torch.manual_seed(seed)
-    return LogMILP(tiny_config(**overrides))
+    return LogMILP(tiny_config(**overrides), D)
 
 
 def synthetic_bags(n: int = 16, w: int = 8, d: int = D, seed: int = 0):
@@ -91,7 +87,7 @@ def test_attention_sums_to_one_on_real_and_zero_on_padding():
 
 def test_default_config_forward_runs():
     torch.manual_seed(0)
-    model = LogMILP(ModelConfig(input_dim=D)).eval()
+    model = LogMILP(ModelConfig(), D).eval()
     x, mask = ragged_batch(lengths=(6, 2), w=6)
     out = model(x, mask)
     assert out.attention.shape == (2, 4, 6) and out.s.shape == (2, 6, 16)
@@ -153,32 +149,29 @@ def test_input_validation():
         model(x[..., :5], mask)
     with pytest.raises(ValueError, match=r"\[B, W\]"):
         model(x, mask[:, :3])
-    short = tiny_model(max_len=4)
     with pytest.raises(ValueError, match="max_len"):
-        short(x, mask)
+        model(torch.zeros(1, MAX_LEN + 1, D), torch.ones(1, MAX_LEN + 1, dtype=torch.bool))
 
 
 def test_config_validation_names_the_field():
-    with pytest.raises(ValueError, match="encoder_heads"):
-        ModelConfig(input_dim=8, hidden_dim=30, encoder_heads=4)
-    with pytest.raises(ValueError, match="num_prototypes"):
-        ModelConfig(input_dim=8, num_prototypes=0)
-    with pytest.raises(ValueError, match="dropout"):
-        ModelConfig(input_dim=8, dropout=1.0)
-    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
-        ModelConfig.from_dict({"input_dim": 8, "hidden": 3})
-    with pytest.raises(ValueError, match="attention_input"):
-        ModelConfig(input_dim=8, attention_input="bogus")
-    with pytest.raises(ValueError, match="history_window"):
-        ModelConfig(input_dim=8, history_window=-1)
-    cfg = tiny_config()
-    assert ModelConfig.from_dict(dataclasses.asdict(cfg)) == cfg
-    # input_dim = 0 is a valid config ("fill in from the data") but not a buildable model.
-    assert ModelConfig().input_dim == 0
-    with pytest.raises(ValueError, match="input_dim"):
-        LogMILP(ModelConfig())
-    with pytest.raises(ValueError, match="input_dim"):
-        ModelConfig(input_dim=-1)
+    with pytest.raises(ConfigError, match="hidden_dim.*encoder_heads"):
+        ModelConfig(hidden_dim=32, encoder_heads=5)
+    with pytest.raises(ConfigError, match="hidden_dim.*even"):
+        ModelConfig(hidden_dim=33, encoder_heads=3)
+    with pytest.raises(ConfigError, match="num_prototypes"):
+        ModelConfig(num_prototypes=0)
+    with pytest.raises(ConfigError, match="dropout"):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(ConfigError, match="history_window"):
+        ModelConfig(history_window=-1)
+
+
+def test_the_input_size_comes_with_the_model_not_the_config():
+    assert "input_dim" not in {f.name for f in dataclasses.fields(ModelConfig)}
+    for bad in (0, -1, True):
+        with pytest.raises(ValueError, match="input_dim"):
+            LogMILP(ModelConfig(), bad)
+    assert tiny_model().input_dim == D
 
 
 def test_position_table_is_not_checkpointed():
@@ -265,17 +258,9 @@ def test_perturbation_never_picks_padding():
 
 
 @pytest.mark.parametrize("switch", [
-    {}, {"use_prototypes": False}, {"use_candidate_bias": False}, {"positional_encoding": False},
-    {"use_prototypes": False, "use_candidate_bias": False, "positional_encoding": False},
-    {"relative_window": 3}, {"relative_window": 3, "positional_encoding": False},
-    {"history_window": 0}, {"history_window": 2}, {"attention_input": "encoder"},
-    {"attention_input": "local", "history_window": 0}, {"attention_input": "line"},
-    {"pooled_values": "encoder"}, {"pooled_values": "local"},
-    {"pooled_values": "local", "use_prototypes": False},          # nothing reads the encoder: not built
-    {"pooled_values": "local", "use_prototypes": False, "relative_window": 2},
-    {"witness_scores": True}, {"witness_scores": False}, {"evidence_counts": True},
-    {"evidence_counts": True, "witness_scores": True, "bag_classifier": "heads"},
-    {"localizer_head": True}, {"localizer_head": True, "witness_scores": True, "evidence_counts": True},
+    {}, {"use_prototypes": False}, {"use_candidate_bias": False},
+    {"use_prototypes": False, "use_candidate_bias": False},       # nothing reads the encoder: not built
+    {"history_window": 0}, {"history_window": 2}, {"use_prototypes": False, "history_window": 0},
 ])
 def test_ablation_switches_run_forward_and_backward(switch):
     model = tiny_model(**switch).train()
@@ -292,132 +277,23 @@ def test_ablation_switches_run_forward_and_backward(switch):
         assert terms["proto"] == 0.0
 
 
-@pytest.mark.parametrize("pooled_values", ["encoder", "local"])
-@pytest.mark.parametrize("attention_input", ["encoder", "local", "line"])
-def test_padding_invariance_for_every_pooling_choice(pooled_values, attention_input):
-    model = tiny_model(pooled_values=pooled_values, attention_input=attention_input).eval()
-    x, mask = ragged_batch(lengths=(4,), w=4)
-    x_pad = torch.cat([x, torch.full((1, 3, D), float("nan"))], dim=1)
-    mask_pad = torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], dim=1)
-    a, b = model(x, mask), model(x_pad, mask_pad)
-    assert torch.allclose(a.prob, b.prob, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(a.attention, b.attention[:, :, :4], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("options", [{"witness_scores": True}, {"witness_scores": False},
-                                     {"bag_classifier": "heads"}, {"bag_classifier": "heads", "witness_scores": True},
-                                     {"evidence_counts": True},
-                                     {"evidence_counts": True, "bag_classifier": "heads"},
-                                     {"localizer_head": True}])
-def test_padding_invariance_with_and_without_witness_scores(options):
-    model = tiny_model(**options).eval()
-    x, mask = ragged_batch(lengths=(4,), w=4)
-    x_pad = torch.cat([x, torch.full((1, 3, D), float("nan"))], dim=1)
-    mask_pad = torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], dim=1)
-    a, b = model(x, mask), model(x_pad, mask_pad)
-    assert torch.allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("option", ["witness_scores", "evidence_counts"])
-def test_line_score_features_make_the_classifier_read_absolute_line_scores(option):
-    """Softmax pooling is blind to a shift of every line's logit; the witness (max logit) and the
-    evidence count (Σ σ(logit)) are not."""
-    x, mask = ragged_batch()
-    for on, should_change in ((False, False), (True, True)):
-        model = tiny_model(**{option: on}).eval()
-        before = model(x, mask)
-        with torch.no_grad():
-            model.attn_out_bias += 3.0                  # the same shift for every line of every head
-        after = model(x, mask)
-        assert torch.allclose(before.attention, after.attention, atol=1e-6)
-        assert torch.allclose(before.logits, after.logits, atol=1e-6) != should_change, (option, on)
-
-
-@pytest.mark.parametrize("bag_classifier", ["concat", "heads"])
-def test_evidence_counts_tell_one_flagged_line_from_two(bag_classifier):
-    """Softmax pooling averages: a window holding the same line twice pools exactly what it pools with the
-    line once, so removing one of two anomalous lines cannot change P (SR fails on such windows). The
-    soft count Σ_i σ(s_ik) is additive and tells the two apart."""
-    line = torch.randn(1, 1, D)
-    once, twice = line, line.repeat(1, 2, 1)                 # [1,1,D], [1,2,D]: lines only, no order or history
-    for counts in (False, True):
-        model = tiny_model(evidence_counts=counts, bag_classifier=bag_classifier, positional_encoding=False,
-                           history_window=0, use_prototypes=False).eval()
-        a = model(once, torch.ones(1, 1, dtype=torch.bool))
-        b = model(twice, torch.ones(1, 2, dtype=torch.bool))
-        assert torch.allclose(a.attention[..., 0], 2 * b.attention[..., 0], atol=1e-6)  # the same score per line
-        same = torch.allclose(a.logits, b.logits, atol=1e-6)
-        assert same != counts, f"evidence_counts={counts}"
-
-
-def test_localizer_head_localizes_without_feeding_the_classifier():
-    """With localizer_head the output's attention is the extra head's alone, and P does not read it: the
-    localizer's weights change where it points, never the bag score."""
-    x, mask = ragged_batch()
-    model = tiny_model(localizer_head=True).eval()
-    K = model.config.attention_heads
-    before = model(x, mask)
-    assert before.attention.shape == (3, 1, x.shape[1]) and before.scores.shape == (3, K + 1, x.shape[1])
-    assert torch.allclose(before.attention.sum(dim=-1), torch.ones(3, 1))
-    with torch.no_grad():
-        model.attn_out_weight[K] = torch.randn_like(model.attn_out_weight[K]) * 5   # only the localizer's w
-    after = model(x, mask)
-    assert torch.equal(before.prob, after.prob)
-    assert not torch.allclose(before.attention, after.attention)
-    # and the pooling heads do feed P
-    with torch.no_grad():
-        model.attn_out_weight[0] = torch.randn_like(model.attn_out_weight[0]) * 5
-    assert not torch.allclose(model(x, mask).prob, after.prob)
-
-
-def test_heads_classifier_lets_one_head_decide_alone():
-    """With bag_classifier="heads" the bag logit is logsumexp over per-head logits: one confident head
-    raises P however the others score, and P never falls below what the most confident head says."""
-    model = tiny_model(bag_classifier="heads").eval()
-    x, mask = ragged_batch()
-    with torch.no_grad():
-        model.head_out_bias.zero_()
-        base = model(x, mask)
-        model.head_out_bias[1] = 20.0                   # head 1 alone becomes confident
-        raised = model(x, mask)
-    assert (base.prob < 0.99).all() and (raised.prob > 0.999).all()
-    assert torch.allclose(raised.logits[:, 1], -raised.logits[:, 0])        # [−ℓ/2, ℓ/2]
-    assert torch.allclose(torch.sigmoid(raised.logits[:, 1] * 2), raised.prob, atol=1e-6)
-
-
-def test_heads_classifier_is_one_mlp_per_head_of_width_hidden_over_heads():
-    cfg = tiny_config(bag_classifier="heads")
-    model = LogMILP(cfg)
-    K, d_in, d_c = cfg.attention_heads, cfg.hidden_dim + 3, cfg.hidden_dim // cfg.attention_heads
-    assert not hasattr(model, "classifier")
-    assert model.head_hidden_weight.shape == (K, d_in, d_c) and model.head_out_weight.shape == (K, d_c)
-    # The documented size: K · (d_in·d_c weights + d_c hidden biases + d_c output weights + 1 output bias).
-    size = sum(p.numel() for name, p in model.named_parameters() if name.startswith("head_"))
-    assert size == K * (d_in * d_c + 2 * d_c + 1)
-    with pytest.raises(ValueError, match="bag_classifier"):
-        tiny_model(bag_classifier="vote")
-
-
 def test_encoder_is_built_only_when_something_reads_it():
-    assert hasattr(tiny_model(pooled_values="local"), "encoder")                   # the prototypes read it
-    lean = tiny_model(pooled_values="local", use_prototypes=False, attention_input="line")
-    assert not hasattr(lean, "encoder")
-    assert not hasattr(tiny_model(pooled_values="local", use_prototypes=False, relative_window=2), "relative_bias")
+    assert hasattr(tiny_model(), "encoder")                                        # the prototypes read it
+    assert not hasattr(tiny_model(use_prototypes=False), "encoder")
 
 
-def test_line_attention_ignores_the_history():
-    # "line" scores each line alone: changing only an earlier line changes no other line's attention logit,
-    # so the attention ratios among the untouched lines stay the same.
-    model = tiny_model(attention_input="line", use_candidate_bias=False, history_window=3).eval()
-    x, mask = ragged_batch(lengths=(6,), w=6)
-    x2 = x.clone()
-    x2[0, 0] += 1.0
-    a, b = model(x, mask).attention, model(x2, mask).attention
-    ratio = lambda att: att[0, :, 2:] / att[0, :, 1:2]                    # noqa: E731
-    assert torch.allclose(ratio(a), ratio(b), rtol=1e-5)
-    local = tiny_model(attention_input="local", use_candidate_bias=False, history_window=3).eval()
-    a, b = local(x, mask).attention, local(x2, mask).attention
-    assert not torch.allclose(ratio(a), ratio(b), rtol=1e-5)
+def test_heads_score_the_local_features_and_the_encoder_feeds_only_the_prototypes():
+    # Without the candidate bias nothing from the encoder reaches the heads: changing its weights moves
+    # P (through F_p) but not the attention.
+    x, mask = ragged_batch()
+    model = tiny_model(seed=2, use_candidate_bias=False).eval()
+    before = model(x, mask)
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.5)
+    after = model(x, mask)
+    assert torch.equal(before.attention, after.attention)
+    assert not torch.allclose(before.prob, after.prob)
 
 
 def test_candidate_bias_changes_attention():
@@ -433,41 +309,8 @@ def test_candidate_bias_changes_attention():
 def test_positional_encoding_breaks_permutation_invariance():
     x, mask = ragged_batch(lengths=(6,), w=6)
     perm = torch.tensor([5, 3, 1, 0, 2, 4])
-    plain = tiny_model(positional_encoding=False, history_window=0).eval()
-    assert torch.allclose(plain(x, mask).prob, plain(x[:, perm], mask).prob, atol=1e-6)
-    ordered = tiny_model(positional_encoding=True).eval()
+    ordered = tiny_model(history_window=0).eval()
     assert not torch.allclose(ordered(x, mask).prob, ordered(x[:, perm], mask).prob, atol=1e-6)
-
-
-def _randomised_relative_model(**overrides) -> LogMILP:
-    model = tiny_model(relative_window=2, **overrides)
-    with torch.no_grad():
-        model.relative_bias.normal_(0.0, 2.0)   # a trained-looking bias, not the zero initialisation
-    return model.eval()
-
-
-@pytest.mark.parametrize("grad", [False, True])
-def test_relative_bias_keeps_padding_invariance_and_scores_alike_with_and_without_grad(grad):
-    model = _randomised_relative_model()
-    x, mask = ragged_batch()
-    x_pad = torch.cat([x, torch.full((3, 4, D), float("nan"))], dim=1)
-    mask_pad = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
-    with torch.set_grad_enabled(grad):
-        a, b = model(x, mask), model(x_pad, mask_pad)
-    assert torch.isfinite(a.prob).all(), "eval + no_grad must not take PyTorch's NaN-prone fused path"
-    assert torch.allclose(a.prob, b.prob, rtol=1e-5, atol=1e-6)
-    with torch.enable_grad():
-        assert torch.allclose(model(x, mask).prob, a.prob, atol=1e-6)
-
-
-def test_relative_bias_sees_direction():
-    # Without absolute positions, only the relative bias can tell "A before B" from "B before A".
-    model = _randomised_relative_model(positional_encoding=False, history_window=0)
-    x, mask = ragged_batch(lengths=(6,), w=6)
-    reversed_bag = x.flip(1)
-    assert not torch.allclose(model(x, mask).prob, model(reversed_bag, mask).prob, atol=1e-6)
-    plain = tiny_model(positional_encoding=False, history_window=0).eval()
-    assert torch.allclose(plain(x, mask).prob, plain(reversed_bag, mask).prob, atol=1e-6)
 
 
 def test_history_summary_sees_exactly_the_R_real_lines_before():
@@ -514,23 +357,6 @@ def test_history_summary_matches_its_definition():
                 assert torch.allclose(got[b, i], want, atol=1e-6), (b, i)
 
 
-def test_history_lets_the_model_see_order_without_positions():
-    x, mask = ragged_batch(lengths=(6,), w=6)
-    model = tiny_model(positional_encoding=False, history_window=3).eval()
-    assert not torch.allclose(model(x, mask).prob, model(x.flip(1), mask).prob, atol=1e-6)
-
-
-def test_local_attention_input_scores_lines_before_the_encoder():
-    x, mask = ragged_batch()
-    encoder = tiny_model(seed=2, attention_input="encoder").eval()
-    local = tiny_model(seed=2, attention_input="local").eval()
-    local.load_state_dict(encoder.state_dict())                        # same parameters, other scoring input
-    a, b = encoder(x, mask), local(x, mask)
-    assert not torch.allclose(a.attention, b.attention)
-    assert torch.allclose(b.attention.sum(-1), torch.ones(3, 2), atol=1e-6)
-    assert (b.attention.masked_select(~mask[:, None, :].expand_as(b.attention)) == 0).all()
-
-
 # ------------------------------------------------------------------------------------------------
 # learning
 
@@ -546,7 +372,7 @@ def test_gradients_reach_prototypes():
 
 def test_tiny_model_overfits_tiny_set():
     torch.manual_seed(0)
-    model = LogMILP(tiny_config())
+    model = LogMILP(tiny_config(), D)
     x, mask, y, where = synthetic_bags()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     cfg = LossConfig()
@@ -570,7 +396,7 @@ def test_tiny_model_overfits_tiny_set():
 def test_determinism_with_seed():
     def run():
         torch.manual_seed(123)
-        model = LogMILP(tiny_config(dropout=0.1))
+        model = LogMILP(tiny_config(dropout=0.1), D)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         x, mask, y, _ = synthetic_bags(n=6)
         for _ in range(3):
