@@ -143,18 +143,18 @@ class _TemplateFactory:
         return head + [(self._pick(verbs), None)] + self._clauses(n_clauses, max_slots=2)
 
     def warn(self) -> list[tuple[str, str | None]]:
-        toks = [(self._pick(WARN_ADJS), None), (self._pick(NOUNS), None)]
-        if self.rng.random() < 0.5:
-            toks.append((self._pick(NOUNS), None))
-        toks.append((self._pick(WARN_VERBS), None))
-        return toks + self._clauses(int(self.rng.integers(1, 4)), max_slots=2)
+        return self._four_words(WARN_ADJS, NOUNS, NOUNS, WARN_VERBS, min_clauses=1)
 
     def fail(self) -> list[tuple[str, str | None]]:
-        toks = [(self._pick(NOUNS), None), (self._pick(FAIL_WORDS), None)]
+        return self._four_words(NOUNS, FAIL_WORDS, WARN_ADJS, NOUNS, min_clauses=0)
+
+    def _four_words(self, first, second, maybe, last, *, min_clauses: int) -> list[tuple[str, str | None]]:
+        """first second [maybe] last + 0-3 clauses; the draws come in this order, so corpora stay byte-identical."""
+        toks = [(self._pick(first), None), (self._pick(second), None)]
         if self.rng.random() < 0.5:
-            toks.append((self._pick(WARN_ADJS), None))
-        toks.append((self._pick(NOUNS), None))
-        return toks + self._clauses(int(self.rng.integers(0, 4)), max_slots=2)
+            toks.append((self._pick(maybe), None))
+        toks.append((self._pick(last), None))
+        return toks + self._clauses(int(self.rng.integers(min_clauses, 4)), max_slots=2)
 
 
 def build_templates(config: SyntheticConfig) -> list[Template]:
