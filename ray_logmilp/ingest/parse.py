@@ -75,8 +75,18 @@ def _np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 # Reason codes (index into _REASON_CODES); 0 = parsed.
-_REASON_CODES = ("", "line_too_long", "undecodable_bytes", "empty_line", "header_mismatch", "bad_timestamp")
-_TOO_LONG, _UNDECODABLE, _EMPTY, _MISMATCH, _BAD_TS = 1, 2, 3, 4, 5
+_REASON_CODES = ("", "line_too_long", "undecodable_bytes", "empty_line", "header_mismatch", "bad_timestamp",
+                 "nul_byte")
+_TOO_LONG, _UNDECODABLE, _EMPTY, _MISMATCH, _BAD_TS, _NUL = 1, 2, 3, 4, 5, 6
+
+
+def _nul_lines(arr: pa.Array) -> np.ndarray | None:
+    """Bool mask of the lines holding a NUL byte, or None when the chunk has none (one memchr over the
+    chunk's bytes decides that; the per-line kernel runs only when it finds one)."""
+    data = arr.buffers()[2]
+    if data is None or data.to_pybytes().find(b"\x00") < 0:
+        return None
+    return _np_bool(pc.match_substring(arr, "\x00"))
 
 
 def _parse_timestamps(fmt: LogFormat, values: pa.Array) -> pa.Array:
@@ -166,7 +176,8 @@ def parse_chunk(
     Line ``i`` of ``lines`` is line number ``first_line_no + i`` of ``file``. A trailing ``\\r`` is
     removed. Every line ends up in exactly one of the two tables (schemas :data:`PARSED_SCHEMA`,
     :data:`QUARANTINE_SCHEMA`); quarantine reasons, checked in this order: ``line_too_long`` (over
-    ``fmt.max_line_bytes`` bytes), ``undecodable_bytes`` (not UTF-8), ``empty_line`` (empty or only
+    ``fmt.max_line_bytes`` bytes), ``nul_byte`` (holds a NUL byte: a corrupt or binary file, never a log
+    line, though UTF-8 allows it), ``undecodable_bytes`` (not UTF-8), ``empty_line`` (empty or only
     whitespace), ``header_mismatch``, ``bad_timestamp``.
     """
     arr, is_text = _as_binary_array(lines)
@@ -195,7 +206,15 @@ def parse_chunk(
         code[too_long] = _TOO_LONG
         arr = pc.if_else(pa.array(too_long), blank, arr)
 
-    # 3. UTF-8: validate the whole chunk at once; per line only if that fails
+    # 3. NUL bytes (valid UTF-8, so the decode below would let them through)
+    nul = _nul_lines(arr)
+    if nul is not None:
+        nul &= code == 0
+        for i in np.flatnonzero(nul):
+            special_raw[int(i)] = raw_text(arr[int(i)].as_py())
+        code[nul] = _NUL
+
+    # 4. UTF-8: validate the whole chunk at once; per line only if that fails
     if is_text:
         text = arr
     else:
@@ -214,16 +233,16 @@ def parse_chunk(
                         special_raw[i] = raw_text(value)
             text = pa.array(decoded, pa.large_string() if pa.types.is_large_binary(arr.type) else pa.string())
 
-    # 4. blank lines (counted, never silently skipped)
+    # 5. blank lines (counted, never silently skipped)
     empty = (lengths == 0) | _np_bool(pc.utf8_is_space(text))
     code[(code == 0) & empty] = _EMPTY
 
-    # 5. header: whitespace split or fast regex on everything, exact Loghub regex on what they reject
+    # 6. header: whitespace split or fast regex on everything, exact Loghub regex on what they reject
     matched = _match_header(comp, text, code == 0)
     header_ok = _np_bool(pc.is_valid(matched))
     code[(code == 0) & ~header_ok] = _MISMATCH
 
-    # 6. timestamps
+    # 7. timestamps
     ts_cols = [pc.struct_field(matched, f) for f in fmt.timestamp.fields]
     ts_text = ts_cols[0] if len(ts_cols) == 1 else pc.binary_join_element_wise(*ts_cols, pa.scalar(" ", ts_cols[0].type))
     ts = _parse_timestamps(fmt, ts_text)

@@ -17,7 +17,10 @@ over them with Ray Data, and consumes the stream on the driver (see docs/ingest.
 
 Outputs in ``output_dir``: ``events.parquet``, ``quarantine.parquet``, ``templates.parquet``
 (id, text, count, embedding), ``parser.json`` (frozen drain3 state, our JSON), ``embedder.json``,
-``bags.parquet`` and ``manifest.json`` (counts; ``read == parsed + quarantined`` always holds).
+``bags.parquet`` and ``manifest.json`` (counts, ``read == parsed + quarantined`` always holds; the files
+read and the inputs skipped; each output's size and row count or hash). They are written to a temporary
+folder and moved into ``output_dir`` when the run succeeds, the manifest last
+(:func:`ray_logmilp.storage.atomic_dir`), so a failed run leaves the previous output as it was.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from ray_logmilp.ingest.outputs import (
     write_templates,
 )
 from ray_logmilp.ingest.parsing import ParserConfig
+from ray_logmilp.ingest.prepared import MANIFEST, output_record
 from ray_logmilp.ingest.reading import LineNumbering, plan_read_tasks
 from ray_logmilp.ingest.schemas import EVENTS_SCHEMA, QUARANTINE_SCHEMA
-from ray_logmilp.ingest.sources import InputError, expand_inputs
+from ray_logmilp.ingest.sources import InputError, InputListing, list_inputs
 from ray_logmilp.ingest.stage import ParseTask
 from ray_logmilp.ingest.windows import BagLabeler, make_windower
 
@@ -58,17 +62,22 @@ log = logging.getLogger(__name__)
 
 PARSE_BUFFER_BYTES = 512 * 1024 * 1024   # parsed-but-not-consumed data allowed in the object store
 
+OUTPUT_FILES = ("events.parquet", "quarantine.parquet", "templates.parquet", "parser.json", "embedder.json",
+                "bags.parquet")
+"""What a prepare run writes besides ``manifest.json``, which records each of them."""
+
 
 class PrepareError(RuntimeError):
     """The prepare stage cannot go on (strict mode hit a bad line, labels missing, ...)."""
 
 
-def _check_inputs(cfg: DataConfig) -> tuple[LogFormat, list, ParserConfig, BagLabeler]:
+def _check_inputs(cfg: DataConfig) -> tuple[LogFormat, InputListing, ParserConfig, BagLabeler]:
     """Everything that can fail on bad configuration or input, before any Ray work."""
     fmt = load_format(cfg.format)
-    files = expand_inputs(cfg.inputs)
+    listing = list_inputs(cfg.inputs)
+    files = listing.files
     if all(getattr(f, "size", 1) == 0 for f in files):
-        raise PrepareError(f"the input is empty: {', '.join(str(storage.describe(f)) for f in files)} "
+        raise PrepareError(f"the input is empty: {', '.join(f.name for f in files)} "
                            f"contain{'s' if len(files) == 1 else ''} no bytes")
     if cfg.labels.source == "lines" and fmt.label is None:
         raise PrepareError(f"data.labels.source is 'lines' but format '{fmt.name}' has no label field; "
@@ -77,7 +86,7 @@ def _check_inputs(cfg: DataConfig) -> tuple[LogFormat, list, ParserConfig, BagLa
         raise PrepareError(f"data.window.kind is 'session' but format '{fmt.name}' defines no session key")
     parser_cfg = ParserConfig.from_format(fmt)
     labeler = BagLabeler(cfg.labels)
-    return fmt, files, parser_cfg, labeler
+    return fmt, listing, parser_cfg, labeler
 
 
 def _parse_pool(cfg: DataConfig, n_tasks: int):
@@ -93,11 +102,20 @@ def _parse_pool(cfg: DataConfig, n_tasks: int):
 
 
 def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run the whole prepare stage; returns the manifest (also written to ``manifest.json``)."""
+    """Run the whole prepare stage; returns the manifest (also written to ``manifest.json``).
+
+    Nothing in ``cfg.output_dir`` changes unless the run succeeds (see the module docstring)."""
+    t0 = time.perf_counter()
+    checked = _check_inputs(cfg)
+    with storage.atomic_dir(cfg.output_dir, marker=MANIFEST) as (fs, out_dir):
+        return _prepare_into(fs, out_dir, cfg, checked, progress, t0)
+
+
+def _prepare_into(fs, out_dir: str, cfg: DataConfig, checked: tuple, progress: bool, t0: float) -> dict[str, Any]:
     import ray
 
-    t0 = time.perf_counter()
-    fmt, files, parser_cfg, labeler = _check_inputs(cfg)
+    fmt, listing, parser_cfg, labeler = checked
+    files = listing.files
     timings: dict[str, float] = {}
     mark = time.perf_counter()
 
@@ -109,7 +127,6 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
 
     tasks = plan_read_tasks(files)
     lap("plan")
-    fs, out_dir = storage.resolve_dir(cfg.output_dir, create=True)
     log.info("prepare: %d input file(s), %d read task(s), format %s -> %s", len(files), len(tasks), fmt.name,
              cfg.output_dir)
 
@@ -219,9 +236,10 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
     lap("splits")
 
     manifest = {
-        "version": 1,
+        "version": 2,   # 2: records every output file ("outputs") and the skipped inputs
         "inputs": [str(f) for f in cfg.inputs],
-        "files": [storage.describe(f) for f in files],
+        "files": [f.name for f in files],
+        "inputs_skipped": listing.skipped(),
         "format": fmt.name,
         "lines": {
             "read": counts.read,
@@ -238,8 +256,9 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 3),
         "timings": timings,
         "config": to_dict(cfg),
+        "outputs": {name: output_record(fs, f"{out_dir}/{name}") for name in OUTPUT_FILES},
     }
     if manifest["lines"]["read"] != manifest["lines"]["parsed"] + manifest["lines"]["quarantined"]:
         raise PrepareError(f"line accounting broke: {manifest['lines']}")   # a bug, never bad input
-    storage.write_text(fs, f"{out_dir}/manifest.json", json.dumps(manifest, indent=2))
+    storage.write_text(fs, f"{out_dir}/{MANIFEST}", json.dumps(manifest, indent=2))
     return manifest

@@ -1,16 +1,21 @@
 """Loading prepared bags for training and evaluation, and turning them into padded tensors.
 
-Bags are held as flat arrays plus offsets (the parquet list layout), so a corpus of millions of lines
-costs a few bytes per line; the embedding lookup happens per batch.
+A prepared folder is only read when its files match what ``manifest.json`` records of them
+(:func:`output_record`: sizes, parquet row counts, hashes of the small JSON files), so a folder that mixes
+the outputs of two runs, or one edited by hand, is refused. Bags are held as flat arrays plus offsets
+(the parquet list layout), so a corpus of millions of lines costs a few bytes per line; the embedding
+lookup happens per batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -19,6 +24,47 @@ from ray_logmilp import storage
 
 class DataError(ValueError):
     """The prepared folder is missing, incomplete or inconsistent."""
+
+
+MANIFEST = "manifest.json"
+_RERUN = "re-run jobs/prepare.py into it (or point train.prepared_dir at a complete prepare output)"
+
+
+def output_record(fs, path: str) -> dict[str, Any]:
+    """What the manifest records of one output file, cheap to check again: its size in bytes, plus the
+    row count from a parquet file's footer, or the sha256 of any other (small) file."""
+    record: dict[str, Any] = {"bytes": int(fs.get_file_info(path).size)}
+    if path.endswith(".parquet"):
+        with fs.open_input_file(path) as fh:
+            record["rows"] = pq.ParquetFile(fh).metadata.num_rows
+    else:
+        with fs.open_input_stream(path) as fh:
+            record["sha256"] = hashlib.sha256(fh.read()).hexdigest()
+    return record
+
+
+def _check_outputs(fs, root: str, manifest: Any, prepared_dir: str) -> None:
+    """Raise :class:`DataError` unless every file the manifest records is there and matches its record."""
+    recorded = manifest.get("outputs") if isinstance(manifest, dict) else None
+    if not isinstance(recorded, dict) or not recorded:
+        raise DataError(f"{prepared_dir}: {MANIFEST} records no output files (written by an older prepare, or "
+                        f"edited), so its files cannot be checked: {_RERUN}")
+    problems = []
+    for name, want in recorded.items():
+        path = f"{root}/{name}"
+        if not storage.exists(fs, path):
+            problems.append(f"{name} is missing")
+            continue
+        try:
+            got = output_record(fs, path)
+        except (OSError, pa.ArrowException) as exc:
+            problems.append(f"{name} cannot be read ({exc})")
+            continue
+        if got != want:
+            problems.append(f"{name} is {got}, the manifest says {want}")
+    if problems:
+        raise DataError(f"{prepared_dir}: the files do not match {MANIFEST} ({'; '.join(problems)}): the folder "
+                        f"mixes the outputs of different runs or was edited — {_RERUN}")
 
 
 @dataclass
@@ -76,13 +122,18 @@ def _read_bagset(table) -> BagSet:
 
 
 def load_prepared(prepared_dir: str, splits: tuple[str, ...] = ("train", "val", "test")) -> PreparedData:
-    """Read ``templates.parquet`` + ``bags.parquet`` of a prepare run (local folder or URI)."""
+    """Read ``templates.parquet`` + ``bags.parquet`` of a prepare run (local folder or URI), after
+    checking every output file against ``manifest.json``."""
     fs, root = storage.resolve_dir(prepared_dir)
-    for name in ("templates.parquet", "bags.parquet", "manifest.json"):
+    for name in ("templates.parquet", "bags.parquet", MANIFEST):
         if not storage.exists(fs, f"{root}/{name}"):
             raise DataError(f"{prepared_dir}: {name} is missing — run jobs/prepare.py first "
                             f"(or point train.prepared_dir at a prepare output)")
-    manifest = json.loads(storage.read_text(fs, f"{root}/manifest.json"))
+    try:
+        manifest = json.loads(storage.read_text(fs, f"{root}/{MANIFEST}"))
+    except ValueError as exc:
+        raise DataError(f"{prepared_dir}: {MANIFEST} is not valid JSON ({exc}): {_RERUN}") from None
+    _check_outputs(fs, root, manifest, prepared_dir)
     templates = pq.read_table(f"{root}/templates.parquet", filesystem=fs)
     emb = templates.column("embedding").combine_chunks()
     dim = emb.type.list_size

@@ -50,10 +50,11 @@ QUARANTINE_REASONS = (
     "empty_line",
     "header_mismatch",
     "bad_timestamp",
+    "nul_byte",
     "truncated_gzip",
     "read_error",
 )
-"""Every reason a line can be quarantined for (the first five come from ``parse_chunk``, the last two from
+"""Every reason a line can be quarantined for (the first six come from ``parse_chunk``, the last two from
 the readers in :mod:`ray_logmilp.ingest.reading`)."""
 
 

@@ -1,21 +1,30 @@
 """Listing inputs: local paths, globs, directories, ``.gz`` and pyarrow filesystem URIs -> :class:`InputFile`.
 
-:func:`expand_inputs` turns what the user typed into a sorted list of :class:`InputFile` and fails early
-(:class:`InputError`) on a missing path, an empty directory or a glob without matches. Reading them is
+:func:`list_inputs` turns what the user typed into an :class:`InputListing`: the files to read, each real
+file once (local names are compared by ``os.path.realpath``, URIs by normalised path), and what it left
+out (directory symlinks that loop back to a parent, links to nothing, names of files already listed).
+It fails early (:class:`InputError`) on a missing path, a symlink loop or dangling link given as input, an
+empty directory or a glob without matches. :func:`expand_inputs` returns just the files. Reading them is
 :mod:`ray_logmilp.ingest.reading`.
 """
 from __future__ import annotations
 
+import errno
 import functools
+import logging
 import os
+import posixpath
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-__all__ = ["InputError", "InputFile", "expand_inputs", "filesystem"]
+__all__ = ["InputError", "InputFile", "InputListing", "expand_inputs", "filesystem", "list_inputs"]
+
+log = logging.getLogger(__name__)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -43,6 +52,28 @@ class InputFile:
     size: int
     compression: str | None = None
     fs_uri: str | None = None
+
+
+@dataclass
+class InputListing:
+    """What :func:`list_inputs` found.
+
+    Attributes:
+        files: the files to read, in argument order, each real file once.
+        symlink_loops: directory symlinks not followed because they lead back to one of their own parents.
+        broken_links: symlinks inside a listed directory that point to nothing (or to themselves).
+        duplicates: how many names were dropped because they name a file already in ``files``.
+    """
+
+    files: list[InputFile] = field(default_factory=list)
+    symlink_loops: list[str] = field(default_factory=list)
+    broken_links: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+    def skipped(self) -> dict:
+        """The manifest's record of what the listing left out."""
+        return {"symlink_loops": self.symlink_loops, "broken_links": self.broken_links,
+                "duplicates": self.duplicates}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,8 +134,68 @@ def _is_hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in rel.split("/") if part)
 
 
-def _files_under(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
-    infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True))
+def _walk_local(directory: str, recursive: bool, listing: InputListing) -> list[pafs.FileInfo]:
+    """Files and folders below a local ``directory``, as ``FileSelector`` lists them, but a directory
+    symlink that leads back to one of its own parents is reported in ``listing`` and not followed:
+    pyarrow follows it until the path grows too long, listing every file dozens of times."""
+    out: list[pafs.FileInfo] = []
+    stack = [(directory, frozenset({os.path.realpath(directory)}))]
+    while stack:
+        path, parents = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError as exc:
+            raise InputError(f"cannot list {path!r}: {exc}") from None
+        for entry in entries:
+            try:
+                st = entry.stat()                    # follows symlinks
+            except OSError as exc:
+                if not entry.is_symlink():
+                    raise InputError(f"cannot access input {entry.path!r}: {exc}") from None
+                if entry.path not in listing.broken_links:
+                    listing.broken_links.append(entry.path)
+                    log.warning("skipping %s: a symlink %s", entry.path, _link_problem(exc))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                real = os.path.realpath(entry.path)
+                if real in parents:
+                    if entry.path not in listing.symlink_loops:
+                        listing.symlink_loops.append(entry.path)
+                        log.warning("not following %s: a symlink loop back to %s", entry.path, real)
+                    continue
+                out.append(pafs.FileInfo(entry.path, pafs.FileType.Directory))
+                if recursive:
+                    stack.append((entry.path, parents | {real}))
+            elif stat.S_ISREG(st.st_mode):
+                out.append(pafs.FileInfo(entry.path, pafs.FileType.File, size=st.st_size))
+    return out
+
+
+def _link_problem(exc: OSError) -> str:
+    return "loop (it leads back to itself)" if exc.errno == errno.ELOOP else "that points to a missing file"
+
+
+def _listing(fs: pafs.FileSystem, directory: str, recursive: bool, listing: InputListing) -> list[pafs.FileInfo]:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return _walk_local(directory, recursive, listing)
+    return fs.get_file_info(pafs.FileSelector(directory, recursive=recursive))
+
+
+def _missing(spec: str, path: str) -> InputError:
+    """Say what a path that cannot be opened is: a symlink loop, a dangling symlink, or nothing."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return InputError(f"input path is a symlink loop: {spec!r} (it leads back to itself)")
+        if os.path.islink(path):
+            return InputError(f"input path is a symlink that points to a missing file: {spec!r} -> "
+                              f"{os.readlink(path)!r}")
+    return InputError(f"input path not found: {spec!r}")
+
+
+def _files_under(fs: pafs.FileSystem, directory: str, listing: InputListing) -> list[pafs.FileInfo]:
+    infos = _listing(fs, directory, True, listing)
     base = directory.rstrip("/") + "/"
     return [i for i in infos if i.type == pafs.FileType.File and not _is_hidden(i.path[len(base):])]
 
@@ -117,7 +208,7 @@ def _input_file(uri: str | None, fs: pafs.FileSystem, info: pafs.FileInfo) -> In
                      fs_uri=None if local else uri)
 
 
-def _expand_one(spec: str) -> list[InputFile]:
+def _expand_one(spec: str, listing: InputListing) -> list[InputFile]:
     spec = os.fspath(spec)
     if not spec:
         raise InputError("empty input path")
@@ -160,10 +251,11 @@ def _expand_one(spec: str) -> list[InputFile]:
         except OSError as exc:
             raise InputError(f"cannot access input {spec!r}: {exc}") from None
         if info.type == pafs.FileType.NotFound:
-            raise InputError(f"input path not found: {spec!r}")
+            raise _missing(spec, root_path) if isinstance(fs, pafs.LocalFileSystem) else \
+                InputError(f"input path not found: {spec!r}")
         if info.type == pafs.FileType.File:
             return [_input_file(uri, fs, info)]
-        files = _files_under(fs, root_path)
+        files = _files_under(fs, root_path, listing)
         if not files:
             raise InputError(f"input directory {spec!r} contains no files")
         return [_input_file(uri, fs, i) for i in sorted(files, key=lambda i: i.path)]
@@ -175,7 +267,7 @@ def _expand_one(spec: str) -> list[InputFile]:
         if root_info.type != pafs.FileType.Directory:
             raise InputError(f"no files match {spec!r} (directory {root_path!r} does not exist)")
         recursive = "/" in pattern[len(root_path.rstrip("/")) + 1 :] or "**" in pattern
-        infos = fs.get_file_info(pafs.FileSelector(root_path, recursive=recursive))
+        infos = _listing(fs, root_path, recursive, listing)
     except OSError as exc:
         raise InputError(f"cannot list {spec!r}: {exc}") from None
     base = root_path.rstrip("/") + "/"
@@ -189,7 +281,7 @@ def _expand_one(spec: str) -> list[InputFile]:
         if info.type == pafs.FileType.File:
             by_path[info.path] = info
         elif info.type == pafs.FileType.Directory:  # a matching directory contributes all its files
-            for sub in _files_under(fs, info.path):
+            for sub in _files_under(fs, info.path, listing):
                 by_path[sub.path] = sub
     out = list(by_path.values())
     if not out:
@@ -197,28 +289,48 @@ def _expand_one(spec: str) -> list[InputFile]:
     return [_input_file(uri, fs, i) for i in sorted(out, key=lambda i: i.path)]
 
 
-def expand_inputs(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]") -> list[InputFile]:
+def _identity(f: InputFile) -> tuple[str | None, str]:
+    """Two names for the same file get the same identity: the real path of a local file (symlinks and
+    ``..`` resolved), the normalised path inside a URI's filesystem (object stores have no symlinks)."""
+    if f.fs_uri is None:
+        return None, os.path.realpath(f.path)
+    return f.fs_uri.split("://", 1)[0], posixpath.normpath(f.path)
+
+
+def list_inputs(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]") -> InputListing:
     """Resolve files, directories (recursive, sorted, hidden files skipped), globs (``*``, ``?``,
     ``[..]``, ``**``) and pyarrow filesystem URIs (``file:///x.log``, ``s3://bucket/logs/``) into
-    files, in argument order, without duplicates. ``.gz`` files are marked ``compression="gzip"``.
+    files, in argument order, each real file once: a file named twice (two inputs, a glob and its
+    directory, a symlink and its target) is listed under its first name. Directory symlinks that loop
+    back to a parent are not followed and symlinks to nothing are skipped; both are logged as warnings
+    and recorded in the listing. ``.gz`` files are marked ``compression="gzip"``.
 
     Raises:
-        InputError: no paths, a missing path, a directory without files, a glob without matches,
-            or a URI whose filesystem cannot be opened.
+        InputError: no paths, a missing path (or a symlink loop or dangling symlink given as input), a
+            directory without files, a glob without matches, or a URI whose filesystem cannot be opened.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise InputError("no input paths given")
+    listing = InputListing()
     seen: set[tuple[str | None, str]] = set()
-    files: list[InputFile] = []
     for spec in paths:
-        for f in _expand_one(spec):
-            key = (f.fs_uri.split("://", 1)[0] if f.fs_uri else None, f.path)
-            if key not in seen:
+        for f in _expand_one(spec, listing):
+            key = _identity(f)
+            if key in seen:
+                listing.duplicates += 1
+            else:
                 seen.add(key)
-                files.append(f)
-    if not files:
+                listing.files.append(f)
+    if not listing.files:
         raise InputError(f"no input files found in {paths!r}")
-    return files
+    if listing.duplicates:
+        log.info("%d input name(s) point to files already listed: each file is read once", listing.duplicates)
+    return listing
+
+
+def expand_inputs(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]") -> list[InputFile]:
+    """The files of :func:`list_inputs` (each real file once, in argument order)."""
+    return list_inputs(paths).files

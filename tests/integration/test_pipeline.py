@@ -18,6 +18,7 @@ from ray_logmilp.ingest.format_spec import load_format
 from ray_logmilp.ingest.mining import grouping_accuracy, sequential_drain_baseline
 from ray_logmilp.ingest.parsing import ParserConfig
 from ray_logmilp.ingest.pipeline import PrepareError, prepare
+from ray_logmilp.ingest.prepared import DataError, load_prepared
 
 from ..conftest import REPO_ROOT, loghub_file
 
@@ -89,6 +90,39 @@ def test_strict_mode_names_file_line_and_reason(ray_local, bad_corpus, tmp_path)
     root, _ = bad_corpus
     with pytest.raises(PrepareError, match=r"corpus\.log:\d+: \w+"):
         prepare(cfg_for([root / "a" / "corpus.log"], tmp_path / "out", "data.strict=true"), progress=False)
+
+
+def test_a_failed_prepare_leaves_the_previous_output_loadable(ray_local, synthetic_corpus, bad_corpus, tmp_path):
+    """The issue's reproduction: prepare into X, then a strict run on dirty input into X fails. X still
+    holds the first run's complete output (no partial events.parquet), and a hand-made mix is refused."""
+    out = tmp_path / "out"
+    first = prepare(cfg_for([synthetic_corpus / "corpus.log"], out), progress=False)
+    with pytest.raises(PrepareError, match="strict mode"):
+        prepare(cfg_for([bad_corpus[0] / "a" / "corpus.log"], out, "data.strict=true"), progress=False)
+    assert pq.read_metadata(out / "events.parquet").num_rows == first["lines"]["parsed"]
+    assert load_prepared(str(out)).manifest["lines"] == first["lines"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # no temporary folder left behind
+    pq.write_table(pq.read_table(out / "events.parquet").slice(0, 1000), out / "events.parquet")
+    with pytest.raises(DataError, match=r"events\.parquet is .*'rows': 1000.*re-run jobs/prepare\.py"):
+        load_prepared(str(out))
+
+
+def test_symlink_loop_reads_each_file_once_and_nul_lines_are_counted(ray_local, synthetic_corpus, tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "sub").mkdir(parents=True)
+    lines = (synthetic_corpus / "corpus.log").read_bytes().splitlines(keepends=True)[:2000]
+    (logs / "a.log").write_bytes(b"".join(lines[:1000]))
+    (logs / "sub" / "b.log").write_bytes(b"".join(lines[1000:1500]) + b"\x00\x00 binary junk\n" + b"".join(lines[1500:]))
+    (logs / "sub" / "up").symlink_to("..")                 # the loop that used to multiply the corpus
+    manifest = prepare(cfg_for([logs, logs / "a.log"], tmp_path / "out"), progress=False)
+    assert manifest["files"] == [str(logs / "a.log"), str(logs / "sub" / "b.log")]
+    assert manifest["inputs_skipped"] == {"symlink_loops": [str(logs / "sub" / "up")], "broken_links": [],
+                                          "duplicates": 1}
+    lines_ = manifest["lines"]
+    assert lines_["read"] == 2001 == lines_["parsed"] + lines_["quarantined"]
+    assert lines_["quarantined_by_reason"] == {"nul_byte": 1}
+    (row,) = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    assert (row["file"], row["line_no"], row["reason"]) == (str(logs / "sub" / "b.log"), 501, "nul_byte")
 
 
 def test_parallel_grouping_equals_sequential_drain(ray_local, synthetic_corpus, tmp_path, monkeypatch):

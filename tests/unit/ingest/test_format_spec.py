@@ -400,6 +400,22 @@ def test_all_valid_utf8_chunk_with_one_bad_line_falls_back_per_line():
     ]
 
 
+@pytest.mark.parametrize("as_text", [False, True])
+def test_lines_with_nul_bytes_are_quarantined_as_nul_byte(as_text):
+    """A NUL is valid UTF-8 but never part of a log line (a corrupt or binary file): the line is
+    quarantined with its own reason, before the UTF-8 and header checks, and the rest of the chunk parses."""
+    fmt = load_format("generic")
+    lines = [b"2020-01-01 00:00:00 fine", b"2020-01-01 00:00:01 half\x00written", b"\x00\x00\x00",
+             b"2020-01-01 00:00:02 \xff and \x00", b"2020-01-01 00:00:03 fine too"]
+    if as_text:
+        lines = pa.array([line.decode("utf-8", "replace") for line in lines], pa.string())
+    events, quarantine = parse_chunk(fmt, lines, "f", 1)
+    assert events.column("line_no").to_pylist() == [1, 5]
+    assert quarantine.column("line_no").to_pylist() == [2, 3, 4]
+    assert set(quarantine.column("reason").to_pylist()) == {"nul_byte"} and "nul_byte" in QUARANTINE_REASONS
+    assert quarantine.column("raw").to_pylist()[0] == "2020-01-01 00:00:01 half\x00written"
+
+
 @pytest.mark.parametrize("kind", ["binary", "string", "large_string", "chunked"])
 def test_arrow_array_inputs(kind):
     fmt = load_format("generic")

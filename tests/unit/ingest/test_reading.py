@@ -21,7 +21,7 @@ from ray_logmilp.ingest.reading import (
     read_task_chunks,
 )
 from ray_logmilp.ingest.schemas import QUARANTINE_REASONS
-from ray_logmilp.ingest.sources import InputError, InputFile, expand_inputs
+from ray_logmilp.ingest.sources import InputError, InputFile, expand_inputs, list_inputs
 from tests.conftest import loghub_file
 
 
@@ -112,6 +112,45 @@ def test_expand_no_paths_and_bad_uri(tree):
         expand_inputs([f"file://{tree}/nothing-here.log"])
     with pytest.raises(InputError, match="filesystem"):
         expand_inputs(["nosuchscheme://bucket/x.log"])
+
+
+def test_directory_symlink_loop_reads_each_file_once_and_is_reported(tree, caplog):
+    logs = tree / "logs"
+    (logs / "b" / "up").symlink_to("..")             # logs/b/up -> logs: a loop
+    (logs / "b" / "self").symlink_to("self")         # a link to itself inside the directory
+    (logs / "b" / "gone").symlink_to("nowhere")      # a link to nothing
+    expected = [str(logs / "a.log"), str(logs / "b" / "c.log"), str(logs / "b" / "d.txt"), str(logs / "z.log.gz")]
+    with caplog.at_level("WARNING", logger="ray_logmilp.ingest.sources"):
+        listing = list_inputs([str(logs)])
+    assert [f.name for f in listing.files] == expected
+    assert listing.symlink_loops == [str(logs / "b" / "up")]
+    assert sorted(listing.broken_links) == [str(logs / "b" / "gone"), str(logs / "b" / "self")]
+    assert "symlink loop" in caplog.text
+    # the glob walks the same tree: still every file once
+    assert [f.name for f in expand_inputs([str(logs / "**" / "*.log")])] == [expected[0], expected[1]]
+
+
+def test_one_file_named_several_ways_is_listed_once(tree):
+    logs = tree / "logs"
+    (tree / "alias.log").symlink_to(logs / "a.log")
+    (tree / "linked").symlink_to(logs)
+    listing = list_inputs([str(logs / "a.log"), str(tree / "alias.log"), str(tree / "linked" / "b"),
+                           f"file://{logs}/b/c.log", str(logs / "b" / ".." / "a.log"), str(logs)])
+    names = [f.name for f in listing.files]
+    assert names == [str(logs / "a.log"), str(tree / "linked" / "b" / "c.log"), str(tree / "linked" / "b" / "d.txt"),
+                     str(logs / "z.log.gz")]
+    assert listing.duplicates == 6 and listing.skipped()["duplicates"] == 6
+
+
+def test_symlink_loop_and_dangling_link_given_as_input_say_what_they_are(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dangling").symlink_to("missing.log")
+    with pytest.raises(InputError, match="input path is a symlink loop: .*loop"):
+        expand_inputs([str(tmp_path / "loop")])
+    with pytest.raises(InputError, match="symlink that points to a missing file: .*dangling.*missing.log"):
+        expand_inputs([str(tmp_path / "dangling")])
+    with pytest.raises(InputError, match="input path not found"):
+        expand_inputs([str(tmp_path / "nothing.log")])
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -275,6 +314,7 @@ def test_planted_bad_input_accounting(tmp_path):
         good[1] + b"\r\n",
         good[2] + b"\r\n",
         b"2020-99-99 00:00:00 impossible date\n",
+        b"2020-01-01 00:00:03 binary \x00\x00 junk\n",
         good[3],  # no final newline
     ])
     (tmp_path / "plain.log").write_bytes(plain)
@@ -287,18 +327,18 @@ def test_planted_bad_input_accounting(tmp_path):
         n_ev = sum(1 for x in events.column("file").to_pylist() if x == name)
         n_q = sum(1 for x in quarantine.column("file").to_pylist() if x == name)
         if f.compression is None:
-            assert n_ev + n_q == _count_lines(plain) == 9
+            assert n_ev + n_q == _count_lines(plain) == 10
         else:
             n_read = sum(c.n_read for c in read_task_chunks(ReadTask.whole_file(f)))
             assert n_ev + n_q == n_read and n_q == 1
     reasons = {(os.path.basename(r["file"]), r["line_no"]): r["reason"] for r in quarantine.to_pylist()}
     plain_reasons = {k[1]: v for k, v in reasons.items() if k[0] == "plain.log"}
     assert plain_reasons == {2: "undecodable_bytes", 3: "header_mismatch", 4: "line_too_long", 5: "empty_line",
-                             8: "bad_timestamp"}
+                             8: "bad_timestamp", 9: "nul_byte"}
     assert [v for k, v in reasons.items() if k[0] == "cut.log.gz"] == ["truncated_gzip"]
     assert set(quarantine.column("reason").to_pylist()) <= set(QUARANTINE_REASONS)
     plain_events = events.filter(pa.compute.equal(events["file"], str(tmp_path / "plain.log")))
-    assert plain_events.column("line_no").to_pylist() == [1, 6, 7, 9]
+    assert plain_events.column("line_no").to_pylist() == [1, 6, 7, 10]
     assert plain_events.column("content").to_pylist() == [b.decode().split(" ", 2)[2] for b in good[:4]]
 
 
