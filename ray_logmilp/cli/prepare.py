@@ -26,6 +26,11 @@ def format_prepare_summary(manifest: dict[str, Any]) -> str:
                    + (f"  unlabelled {c['unlabelled']:,}" if c["unlabelled"] else ""))
     if lines.get("without_session"):
         out.append(f"  lines without a session key (not bagged): {lines['without_session']:,}")
+    skipped = manifest.get("inputs_skipped") or {}
+    if skipped.get("symlink_loops") or skipped.get("broken_links") or skipped.get("duplicates"):
+        out.append(f"  inputs skipped: {len(skipped.get('symlink_loops') or [])} symlink loop(s), "
+                   f"{len(skipped.get('broken_links') or [])} dangling link(s), "
+                   f"{skipped.get('duplicates') or 0} file(s) named more than once (read once)")
     return "\n".join(out)
 
 
