@@ -147,7 +147,7 @@ def plot_heatmaps(bundle: Bundle, data: PreparedData, path: str, count: int = HE
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ray_logmilp.model.logmilp import attention_entropy
+    from ray_logmilp.model.localize import attention_entropy
 
     bags = data.splits[split]
     pos = np.flatnonzero(bags.labels == 1)[:count]
