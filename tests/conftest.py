@@ -67,6 +67,6 @@ def small_prepared(ray_local, small_config):
 @pytest.fixture(scope="session")
 def small_bundle(small_prepared, small_config):
     """A model bundle trained in-process (plain PyTorch fit) on the small corpus; returns its path."""
-    from ray_logmilp.train.loop import train_local
+    from ray_logmilp.train import train_local
 
     return train_local(small_config).bundle_dir

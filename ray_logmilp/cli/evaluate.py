@@ -51,7 +51,10 @@ def evaluate_main(args: argparse.Namespace) -> int:
     # Which ablation rows to train is settled before any training, so a typo in --ablation costs nothing.
     rows = select_rows(load_ablations(), None if args.ablation == "all" else args.ablation) if args.ablation else []
 
-    from ray_logmilp.bundle import load_bundle, update_metrics
+    from ray_logmilp.bundle import load_bundle, update_metrics, verify_bundle
+    # Likewise a bad --bundle (edited, unsigned where a key is set, malformed): one line before any work.
+    for path in args.bundle:
+        verify_bundle(path)
     from ray_logmilp.evaluation.evaluate import aggregate, evaluate, strip_raw
     from ray_logmilp.evaluation.report import (example_lines, markdown_report, plot_heatmaps, plot_pr_curve,
                                                write_json)

@@ -5,7 +5,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from ray_logmilp.config import ProjectConfig
 from ray_logmilp.ingest.prepared import load_prepared
 from ray_logmilp.train.checkpoint import TrainResult, load_checkpoint
 from ray_logmilp.train.loop import SELECT_METRIC, fit
+from ray_logmilp.train.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
     several MB, and callers that only want the bundle must not fill /tmp with them.
     """
     if run_dir is None:
-        with tempfile.TemporaryDirectory(prefix="logmilp-run-") as tmp:
+        with scratch_dir("logmilp-run-") as tmp:
             result = train_local(cfg, run_dir=tmp)
         return dataclasses.replace(result, best_checkpoint="")
 
@@ -73,7 +73,7 @@ def train_local(cfg: ProjectConfig, run_dir: str | None = None) -> TrainResult:
     t0 = time.perf_counter()
     data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
     ctx = LocalContext(run_dir)
-    with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:
+    with scratch_dir() as scratch:
         fit(cfg, data, ctx, scratch_dir=scratch)
     assert ctx.best is not None
     state, meta = load_checkpoint(ctx.best[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ from ray_logmilp.config import ProjectConfig, from_dict, to_dict
 from ray_logmilp.ingest.prepared import load_prepared
 from ray_logmilp.train.checkpoint import TrainResult, load_checkpoint
 from ray_logmilp.train.loop import FAULT_INJECTION_ENV, SELECT_METRIC, fit
+from ray_logmilp.train.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,16 @@ NUM_TO_KEEP = 2
 
 
 class RayContext:
-    """TrainContext inside a Ray Train worker."""
+    """TrainContext inside a Ray Train worker; a resumed checkpoint is copied into ``scratch_dir``."""
 
-    def __init__(self):
+    def __init__(self, scratch_dir: str):
         import ray.train
         import ray.train.torch
 
         tctx = ray.train.get_context()
         self.rank, self.world_size = tctx.get_world_rank(), tctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.scratch_dir = scratch_dir
 
     def wrap_model(self, model):
         import ray.train.torch
@@ -58,8 +59,9 @@ class RayContext:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
-        # to_directory copies it locally, so it works for remote storage as well.
-        return checkpoint.to_directory()
+        # to_directory copies it locally, so it works for remote storage as well; into the scratch folder,
+        # which is removed with the run (its default, a fresh temp folder, never is).
+        return checkpoint.to_directory(os.path.join(self.scratch_dir, "resume"))
 
     def all_gather(self, obj):
         if self.world_size == 1:
@@ -76,8 +78,8 @@ def ray_worker_loop(loop_config: dict[str, Any]) -> None:
         os.environ[FAULT_INJECTION_ENV] = loop_config["fault_injection"]
     cfg = from_dict(ProjectConfig, loop_config["config"])
     data = load_prepared(cfg.train.prepared_dir or cfg.data.output_dir, splits=("train", "val"))
-    with tempfile.TemporaryDirectory(prefix="logmilp-ckpt-") as scratch:
-        fit(cfg, data, RayContext(), scratch_dir=scratch)
+    with scratch_dir() as scratch:
+        fit(cfg, data, RayContext(scratch), scratch_dir=scratch)
 
 
 def train_with_ray(cfg: ProjectConfig) -> TrainResult:

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -121,6 +120,7 @@ def tune_trial(params: dict[str, Any], *, base: dict[str, Any], objective: dict[
     import torch
 
     from ray_logmilp.train.loop import fit
+    from ray_logmilp.train.scratch import scratch_dir
 
     started_at = time.time()
     cfg = apply_params(base, params)
@@ -128,6 +128,6 @@ def tune_trial(params: dict[str, Any], *, base: dict[str, Any], objective: dict[
     torch.set_num_threads(max(1, int(cpus)))
     # Object-store arrays are read-only; the embedding table is small, give torch a writable copy.
     data = dataclasses.replace(data, embeddings=np.array(data.embeddings, copy=True))
-    with tempfile.TemporaryDirectory(prefix="logmilp-trial-") as scratch:
+    with scratch_dir("logmilp-trial-") as scratch:
         ctx = TuneContext(from_dict(ObjectiveConfig, objective, prefix="objective."), scratch, started_at)
         fit(cfg, data, ctx, scratch_dir=scratch)

@@ -132,7 +132,7 @@ def test_health_model_and_openapi(client, serve_bundle):
     info = client.get("/v1/model").json()
     bundle = json.loads((Path(serve_bundle) / "bundle.json").read_text())
     assert info["threshold"] == pytest.approx(bundle["threshold"])
-    assert info["version"] == bundle["files"]["weights.safetensors"][:12]
+    assert info["version"] == bundle["model_version"][:12]
     assert info["templates"] > 0 and info["model"]["hidden_dim"] == bundle["model_config"]["hidden_dim"]
     assert info["batching"]["max_batch_size"] >= 1 and info["limits"]["max_lines_per_window"] >= WINDOW
     paths = client.get("/openapi.json").json()["paths"]

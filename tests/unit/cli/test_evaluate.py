@@ -58,3 +58,14 @@ def test_unknown_ablation_row_fails_with_the_row_names_before_training(chosen, c
     err = capsys.readouterr().err
     assert "configuration error: --ablation 'w/o protoypes' matches no row; did you mean 'w/o prototypes'?" in err
     assert "'mask perturbation'" in err and chosen == []
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", '{"bundle_version": 3, "threshold": "high"}'])
+def test_a_bad_bundle_fails_in_one_line_before_any_work(chosen, tmp_path, capsys, manifest):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "bundle.json").write_text(manifest)
+    assert _script_main()(["--bundle", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {bad}/bundle.json") and "Traceback" not in "\n".join(err)
+    assert chosen == []

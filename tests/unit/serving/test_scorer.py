@@ -1,120 +1,36 @@
 """WindowScorer: raw windows -> detection + localization, without Ray.
 
-A tiny bundle is built here by hand (parse + drain fit + hashing embedder + an untrained LogMILP), so these
+A tiny bundle is built by hand (``tests/unit/tiny_bundle.py``: no training), so these
 tests check the plumbing (parsing, quarantine, unseen templates, index mapping, batching) in seconds;
 detection quality is the integration tests' business.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ray_logmilp.bundle import load_bundle, write_bundle
-from ray_logmilp.config import load_project
-from ray_logmilp.ingest.embedding import HashingEmbedder
-from ray_logmilp.ingest.format_spec import load_format
 from ray_logmilp.ingest.parse import parse_chunk
 from ray_logmilp.serving.scorer import WindowScorer
 from ray_logmilp.model.localize import localize
-from ray_logmilp.model.logmilp import LogMILP, ModelConfig
-from ray_logmilp.ingest.mining import TemplateParser
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
-from ray_logmilp.synthetic.generator import SyntheticConfig, generate
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from .. import tiny_bundle as tiny_bundle_helpers
+
 THRESHOLD = 0.5
 
 
 @pytest.fixture(scope="module")
 def corpus_lines(tmp_path_factory) -> list[str]:
-    out = tmp_path_factory.mktemp("syn")
-    generate(SyntheticConfig(n_lines=3000, seed=3), out)
-    return (out / "corpus.log").read_text().splitlines()
+    return tiny_bundle_helpers.corpus_lines(tmp_path_factory.mktemp("syn"))
 
 
 @pytest.fixture(scope="module")
 def tiny_bundle(corpus_lines, tmp_path_factory) -> str:
     """A bundle over the first 2000 corpus lines: real parser and embedder, random model weights."""
-    root = tmp_path_factory.mktemp("tiny")
-    fmt = load_format("bgl")
-    events, _ = parse_chunk(fmt, [l.encode() for l in corpus_lines[:2000]], file="c", first_line_no=1)
-    pcfg = ParserConfig.from_format(fmt)
-    parser = TemplateParser(pcfg)
-    parser.fit_lines(mask_array(pcfg, events.column("content").combine_chunks()))
-    frozen = parser.freeze()
-    emb = HashingEmbedder(dim=32).fit(frozen.texts)
-    vec = emb.embed(frozen.texts)
-    prepared = root / "prepared"
-    prepared.mkdir()
-    pq.write_table(pa.table({
-        "template_id": pa.array(np.arange(len(frozen), dtype=np.int32)),
-        "template": pa.array(frozen.texts, pa.string()),
-        "count": pa.array(frozen.counts),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), vec.shape[1]),
-    }), prepared / "templates.parquet")
-    (prepared / "parser.json").write_text(json.dumps(frozen.to_dict()))
-    (prepared / "embedder.json").write_text(json.dumps(emb.spec()))
-    torch.manual_seed(0)
-    mcfg = ModelConfig(hidden_dim=16, ff_dim=32, num_prototypes=4, dropout=0.0)
-    model = LogMILP(mcfg, 32)
-    cfg = load_project(REPO_ROOT / "configs" / "synthetic.yaml", [])
-    from dataclasses import asdict
-    return write_bundle(str(root / "model"), cfg, model.state_dict(),
-                        {"model_config": {**asdict(mcfg), "input_dim": 32}, "metrics": {"threshold": THRESHOLD}, "epoch": 0},
-                        str(prepared))
-
-
-def _rewrite_model_config(bundle_dir, tmp_path, name, **recorded):
-    """A copy of the bundle whose manifest records ``recorded`` in its model_config, as an older version
-    of ray-logmilp wrote it (the weights are unchanged)."""
-    import shutil
-
-    copy = tmp_path / name
-    shutil.copytree(bundle_dir, copy)
-    manifest = json.loads((copy / "bundle.json").read_text())
-    manifest["model_config"].update(recorded)
-    manifest["bundle_version"] = 1
-    (copy / "bundle.json").write_text(json.dumps(manifest))
-    return str(copy)
-
-
-def test_a_bundle_that_recorded_removed_options_at_their_shipped_value_loads(tiny_bundle, tmp_path):
-    from ray_logmilp.bundle import REMOVED_MODEL_OPTIONS
-
-    old = _rewrite_model_config(tiny_bundle, tmp_path, "old", **REMOVED_MODEL_OPTIONS, attention_dim=8, max_len=2048)
-    x, mask = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
-    with torch.no_grad():
-        assert torch.equal(load_bundle(old).model(x, mask).prob, load_bundle(tiny_bundle).model(x, mask).prob)
-    assert load_bundle(old).model.input_dim == 32
-
-
-@pytest.mark.parametrize("recorded", [{"localizer_head": True}, {"attention_input": "encoder"},
-                                      {"witness_scores": True}, {"positional_encoding": False},
-                                      {"attention_dim": 64}])
-def test_a_bundle_that_recorded_a_removed_option_on_fails_naming_it(tiny_bundle, tmp_path, recorded):
-    from ray_logmilp.bundle import REMOVED_MODEL_OPTIONS, BundleError
-
-    # A version-1 bundle records every option of its day; all but one at the value this version builds.
-    old = _rewrite_model_config(tiny_bundle, tmp_path, "old", **{**REMOVED_MODEL_OPTIONS, "attention_dim": 8, **recorded})
-    (key, value), = recorded.items()
-    with pytest.raises(BundleError, match=rf"model\.{key}={value!r}.*no longer supports"):
-        load_bundle(old)
-
-
-def test_a_bundle_from_before_the_local_pooling_heads_fails_clearly(tiny_bundle, tmp_path):
-    # Version-1 bundles written before attention_input / pooled_values existed lack the keys; they were
-    # trained with the paper's encoder-pooled heads, which this version no longer builds.
-    from ray_logmilp.bundle import BundleError
-
-    old = _rewrite_model_config(tiny_bundle, tmp_path, "older", witness_scores=False)
-    with pytest.raises(BundleError, match="model.pooled_values='encoder'.*no longer supports"):
-        load_bundle(old)
+    return tiny_bundle_helpers.write_tiny_bundle(tmp_path_factory.mktemp("tiny"), corpus_lines[:2000], THRESHOLD)
 
 
 @pytest.fixture(scope="module")
