@@ -29,13 +29,11 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
@@ -226,49 +224,11 @@ def write_bundle(bundle_dir: str, cfg: ProjectConfig, state_dict: dict[str, torc
 
 
 def _commit(bundle_dir: str, files: dict[str, bytes]) -> None:
-    """Make ``files`` (bundle.json among them) the bundle folder ``bundle_dir``, all or nothing: a failed
-    write leaves whatever was there before."""
-    fs, root = storage.resolve_dir(bundle_dir)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        # Object stores cannot rename a folder. The old manifest goes first and the new one comes last, so a
-        # half-written folder has no manifest (not a bundle) and a load never pairs one with other files.
-        fs.create_dir(root, recursive=True)
-        if storage.exists(fs, f"{root}/{MANIFEST}"):
-            fs.delete_file(f"{root}/{MANIFEST}")
-        for name in sorted(files, key=lambda n: n == MANIFEST):
-            _write_bytes(fs, f"{root}/{name}", files[name])
-        return
-    parent, name = os.path.split(root)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{name}.writing-{os.urandom(4).hex()}")
-    os.mkdir(staging)
-    try:
-        for fname, data in files.items():
-            with open(os.path.join(staging, fname), "wb") as fh:
-                fh.write(data)
-        _swap_in(staging, root, keep=set(files))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)      # left only when the swap failed
-
-
-def _swap_in(staging: str, root: str, keep: set[str]) -> None:
-    """Rename ``staging`` to ``root``. An existing ``root`` is moved aside first and restored if the rename
-    fails; entries it held besides the bundle's files (an evaluation report, seed bundles) move over."""
-    if not os.path.lexists(root):
-        os.rename(staging, root)
-        return
-    parent, name = os.path.split(root)
-    previous = os.path.join(parent, f".{name}.previous-{os.urandom(4).hex()}")
-    os.rename(root, previous)
-    try:
-        os.rename(staging, root)
-    except BaseException:
-        os.rename(previous, root)
-        raise
-    for entry in os.listdir(previous):
-        if entry not in keep:
-            os.rename(os.path.join(previous, entry), os.path.join(root, entry))
-    shutil.rmtree(previous)
+    """Make ``files`` (bundle.json among them) the bundle in ``bundle_dir``, all or nothing: a failed write
+    leaves the previous bundle, and a cut-short commit leaves no manifest (not a bundle), never a mix."""
+    with storage.atomic_dir(bundle_dir, MANIFEST) as (fs, tmp):
+        for name, data in files.items():
+            _write_bytes(fs, f"{tmp}/{name}", data)
 
 
 def _reject_constant(name: str) -> None:
