@@ -61,7 +61,7 @@ def build_bundle(work: Path, model_size: str) -> str:
     from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
     from ray_logmilp.synthetic.generator import SyntheticConfig, generate
-    from ray_logmilp.train.loop import train_local
+    from ray_logmilp.train import train_local
 
     generate(SyntheticConfig(n_lines=30_000, seed=0), work / "train_corpus")
     overrides = [f"data.inputs=[{work / 'train_corpus' / 'corpus.log'}]", f"data.output_dir={work / 'prepared'}",

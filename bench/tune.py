@@ -66,7 +66,7 @@ def train_and_evaluate(cfg_dict: dict, prepared_dir: str) -> dict:
     from ray_logmilp.config import ProjectConfig, from_dict
     from ray_logmilp.ingest.prepared import load_prepared
     from ray_logmilp.evaluation.evaluate import evaluate, strip_raw
-    from ray_logmilp.train.loop import train_local
+    from ray_logmilp.train import train_local
 
     torch.set_num_threads(1)
     cfg = from_dict(ProjectConfig, cfg_dict)

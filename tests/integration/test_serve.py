@@ -54,7 +54,7 @@ def serve_bundle(ray_local, serve_corpus, tmp_path_factory):
     """The serve corpus prepared by the real pipeline and a model trained on it in-process."""
     from ray_logmilp.config import load_project
     from ray_logmilp.ingest.pipeline import prepare
-    from ray_logmilp.train.loop import train_local
+    from ray_logmilp.train import train_local
 
     root = tmp_path_factory.mktemp("serve_run")
     cfg = load_project(REPO_ROOT / "configs" / "synthetic.yaml", [

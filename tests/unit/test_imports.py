@@ -1,4 +1,5 @@
-"""Every ``from ray_logmilp... import name`` in the library resolves, also those inside functions.
+"""Every ``from ray_logmilp... import name`` resolves — in the library, the entry scripts, the benchmarks
+and the tests — also those inside functions and fixtures.
 
 Lazy imports keep torch and Ray out of config checks, but a lazy import that names a moved function only
 fails when its code path runs (the evaluate job's heatmaps did, once). This walks the source instead."""
@@ -8,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "ray_logmilp"
+REPO = Path(__file__).resolve().parents[2]
+SOURCES = ("ray_logmilp", "jobs", "tune", "serve", "bench", "tests")
 
 
 def _imports():
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(p for folder in SOURCES for p in (REPO / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ray_logmilp") and node.level == 0:
                 for alias in node.names:
-                    yield pytest.param(node.module, alias.name, id=f"{path.relative_to(PACKAGE)}:{node.lineno}:{alias.name}")
+                    yield pytest.param(node.module, alias.name, id=f"{path.relative_to(REPO)}:{node.lineno}:{alias.name}")
 
 
 @pytest.mark.parametrize("module,name", list(_imports()))
