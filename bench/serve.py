@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from ray_logmilp.serving.args import builder_app, deployment_options, load_config
+    from ray_logmilp.serving.args import builder_app, deployment_options, http_options, load_config
     from ray_logmilp.serving.deployment import app_from_config
 
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     single, multi = bodies(windows, 0), {k: bodies(windows, k) for k in (1, 16, 64)}
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options=http_options(load_config(SERVE_CONFIG), host="127.0.0.1", port=port))
     base = f"http://127.0.0.1:{port}"
     url = base + "/v1/detect"
     app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(bundle)}, deployment={"num_replicas": 1})

@@ -15,6 +15,8 @@ DEPLOYMENT_NAME = "LogMILPDetector"
 #: How serve/config.yaml names the builder (``import_path: serve.app:build_app``).
 BUILDER = ":build_app"
 DEFAULT_MAX_ONGOING_REQUESTS = 128
+#: Where the HTTP proxy listens when neither the config file nor the user says: this machine only.
+DEFAULT_HOST = "127.0.0.1"
 
 
 @dataclass
@@ -45,6 +47,9 @@ class AppArgs:
     """torch intra-op threads (default: Ray's, = the replica's num_cpus)."""
     request_timeout_s: float = 60.0
     """A request waiting longer for the model gets 503."""
+    body_timeout_s: float = 10.0
+    """A request body not fully received this many seconds after the request reached its replica gets
+    408, which frees the replica's slot (Serve's HTTP proxy never times out a slow body by itself)."""
 
     def __post_init__(self) -> None:
         require(bool(self.bundle.strip()), "bundle", "is required: a model bundle folder (local path or URI)")
@@ -53,7 +58,8 @@ class AppArgs:
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.torch_threads is None or self.torch_threads >= 1, "torch_threads",
                 f"must be >= 1 (or null for Ray's default), got {self.torch_threads}")
-        require(self.request_timeout_s > 0, "request_timeout_s", f"must be > 0, got {self.request_timeout_s}")
+        for name in ("request_timeout_s", "body_timeout_s"):
+            require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         require(self.default_top_k <= self.max_top_k, "default_top_k",
                 f"({self.default_top_k}) must be <= max_top_k ({self.max_top_k})")
 
@@ -103,6 +109,18 @@ def builder_app(config: Any) -> Any:
             return app
     raise ConfigError(f"no application has an import_path ending in {BUILDER!r} "
                       f"(found: {[a.import_path for a in config.applications]})")
+
+
+def http_options(config: Any, **overrides: Any) -> dict[str, Any]:
+    """``serve.start``'s ``http_options`` from a Serve config (``load_config``): the file's ``http_options``
+    (host, port, ``request_timeout_s``, ``keep_alive_timeout_s``, ...), then the ``overrides`` that are
+    not None. Every start path that calls ``serve.start`` itself uses this, so the file's timeouts apply
+    there as they do under ``serve run``; the host is ``DEFAULT_HOST`` unless the file or an override
+    names another."""
+    options = {"host": DEFAULT_HOST, "port": config.http_options.port,
+               **config.http_options.model_dump(exclude_unset=True)}
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
 
 
 def deployment_options(app: Any) -> dict[str, Any]:

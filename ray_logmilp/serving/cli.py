@@ -19,8 +19,9 @@ def _parser(default_config: "str | os.PathLike[str] | None") -> argparse.Argumen
                    required=default_config is None, help="Serve config whose app settings to use")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved app args (config file + flags) as YAML and exit, without starting Ray")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default=None, help="address to listen on (default: the config's http_options.host, "
+                                                "else 127.0.0.1); 0.0.0.0 exposes the API to the network")
+    p.add_argument("--port", type=int, default=None, help="default: the config's http_options.port")
     p.add_argument("--address", default=None, help="Ray address (default: start a local Ray or use RAY_ADDRESS)")
     p.add_argument("--num-replicas", type=int, default=None, help="fixed replicas instead of autoscaling")
     p.add_argument("--max-batch-size", type=int, default=None)
@@ -52,11 +53,12 @@ def _deployment_flags(a: argparse.Namespace, base: dict[str, Any]) -> dict[str, 
 def main(argv: Optional[list[str]] = None, *, default_config: "str | os.PathLike[str] | None" = None) -> int:
     a = _parser(default_config).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ray_logmilp.serving.args import app_args, builder_app, deployment_options, load_config
+    from ray_logmilp.serving.args import app_args, builder_app, deployment_options, http_options, load_config
 
     overrides = {} if a.bundle is None else {"bundle": a.bundle}
     try:
-        spec = builder_app(load_config(a.config))
+        config = load_config(a.config)
+        spec = builder_app(config)
         args = app_args({**(spec.args or {}), **overrides})
     except ConfigError as exc:
         print(f"configuration error: {a.config}: {exc}", file=sys.stderr)
@@ -74,11 +76,13 @@ def main(argv: Optional[list[str]] = None, *, default_config: "str | os.PathLike
 
     dep = _deployment_flags(a, deployment_options(spec))
     app, prefix = app_from_config(a.config, args=overrides, deployment=dep)
+    http = http_options(config, host=a.host, port=a.port)  # the file's timeouts too, as under `serve run`
     ray.init(address=a.address)
-    serve.start(http_options={"host": a.host, "port": a.port})
+    serve.start(http_options=http)
     serve.run(app, name="logmilp", route_prefix=prefix)
-    print(f"serving {args.bundle} at http://{a.host}:{a.port}{prefix.rstrip('/')}/v1/detect "
-          f"(docs: http://{a.host}:{a.port}/docs); Ctrl-C stops", flush=True)
+    url = f"http://{http['host']}:{http['port']}"
+    print(f"serving {args.bundle} at {url}{prefix.rstrip('/')}/v1/detect (docs: {url}/docs); Ctrl-C stops",
+          flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -8,7 +8,8 @@ Users start it through the thin entry point ``serve/app.py`` (``import_path: ser
 
 The deployment class lives here, in the installed package, so replicas unpickle it by reference on any
 node without the repository on their import path. Its settings are ``serving.args``; the request and
-response models are ``serving.schema``.
+response models are ``serving.schema``; how routes read bodies (size cap, ``args.body_timeout_s``
+deadline) and answer 422s is ``serving.ingress``.
 
 API (OpenAPI schema at /docs and /openapi.json; details in docs/serving.md):
     POST /v1/detect  {"lines": [...]} | {"windows": [[...], ...]}, optional "top_k"
@@ -27,24 +28,23 @@ batches silently.
 import asyncio
 import collections
 import dataclasses
-import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from ray import serve
 from ray.serve import Application
 
 from ray_logmilp.config import require, to_dict
 from ray_logmilp.serving.args import (DEFAULT_MAX_ONGOING_REQUESTS, DEPLOYMENT_NAME, AppArgs, BatchingConfig,
                                       app_args, batching, builder_app, deployment_options, load_config)
+from ray_logmilp.serving.ingress import BodyLimits, BodyRoute, validation_error
 from ray_logmilp.serving.schema import DetectRequest, DetectResponse
 
 log = logging.getLogger("ray.serve")
@@ -52,43 +52,16 @@ log = logging.getLogger("ray.serve")
 DEFAULT_USER_CONFIG = to_dict(BatchingConfig())
 
 
-# ------------------------------------------------------------------------------------------------
-# Request body handling: size cap before parsing, and bytes that are not UTF-8 reach the scorer
-# (as surrogate escapes) to be quarantined per line instead of failing the whole request.
-# ------------------------------------------------------------------------------------------------
-def _max_body_bytes() -> int:
-    try:
-        return serve.get_replica_context().servable_object.args.max_body_bytes
-    except Exception:  # outside a replica, or before the replica finished initialising
-        return AppArgs.max_body_bytes
+class _ReplicaBodyRoute(BodyRoute):
+    """``BodyRoute`` under the limits of the replica handling the request (``AppArgs``)."""
 
-
-class _LenientJSONRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            self._json = json.loads(body.decode("utf-8", "surrogateescape"))
-        return self._json
-
-
-class _BodyRoute(APIRoute):
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def route_handler(request: Request) -> Response:
-            request = _LenientJSONRequest(request.scope, request.receive)
-            limit = _max_body_bytes()
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                return JSONResponse({"detail": f"request body of {length} bytes is over the limit of {limit}"},
-                                    status_code=413)
-            body = await request.body()  # cached on the request: FastAPI's handler reads it from there
-            if len(body) > limit:
-                return JSONResponse({"detail": f"request body of {len(body)} bytes is over the limit of {limit}"},
-                                    status_code=413)
-            return await handler(request)
-
-        return route_handler
+    @classmethod
+    def limits(cls) -> BodyLimits:
+        try:
+            args = serve.get_replica_context().servable_object.args
+        except Exception:  # outside a replica, or before the replica finished initialising
+            return super().limits()
+        return BodyLimits(args.max_body_bytes, args.body_timeout_s)
 
 
 api = FastAPI(
@@ -96,7 +69,8 @@ api = FastAPI(
     description="Weakly supervised log anomaly detection and localization (LogMILP) on raw log windows.",
     version="1",
 )
-api.router.route_class = _BodyRoute  # every route: body size cap + lenient JSON decoding
+api.router.route_class = _ReplicaBodyRoute  # every route: body size cap, read deadline, lenient JSON decoding
+api.add_exception_handler(RequestValidationError, validation_error)  # 422, not 500, for NaN / Infinity inputs
 
 
 def _too_large(msg: str) -> HTTPException:
@@ -217,7 +191,9 @@ class LogMILPDetector:
     # -- routes -----------------------------------------------------------------------------------
     @api.post("/v1/detect", response_model=DetectResponse,
               responses={413: {"description": "Too many lines or windows, or body too large"},
-                         422: {"description": "Not JSON, wrong types, unknown field, empty window, bad top_k"},
+                         408: {"description": "Body not received within args.body_timeout_s"},
+                         422: {"description": "Not JSON, wrong types (NaN / Infinity included), unknown field, "
+                                              "empty window, bad top_k"},
                          503: {"description": "Timed out waiting for the model"}})
     async def detect(self, body: DetectRequest) -> Response:
         """Score windows of raw log lines: detection, top-k lines and a counterfactual check per window."""
@@ -269,7 +245,8 @@ class LogMILPDetector:
                            "max_windows_per_request": a.max_windows_per_request,
                            "max_lines_per_request": a.max_lines_per_request, "max_line_bytes": a.max_line_bytes,
                            "max_body_bytes": a.max_body_bytes, "default_top_k": a.default_top_k,
-                           "max_top_k": a.max_top_k},
+                           "max_top_k": a.max_top_k, "body_timeout_s": a.body_timeout_s,
+                           "request_timeout_s": a.request_timeout_s},
                 "batching": to_dict(self.batching), "torch_threads": torch.get_num_threads(),
                 "stats": {**self.stats, "mean_batch_size": self.stats["windows"] / max(self.stats["batches"], 1)}}
 

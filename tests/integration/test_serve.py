@@ -8,10 +8,13 @@ import csv
 import importlib
 import json
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from ray_logmilp.serving.args import builder_app, deployment_options, http_options, load_config
 
 from ..conftest import REPO_ROOT, SMALL_MODEL
 
@@ -103,7 +106,7 @@ def base_url(ray_local, serve_bundle):
     from ray_logmilp.serving.deployment import app_from_config
 
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options=http_options(load_config(SERVE_CONFIG), host="127.0.0.1", port=port))
     app, prefix = app_from_config(SERVE_CONFIG, args={"bundle": str(serve_bundle), "max_body_bytes": MAX_BODY},
                                   deployment={"num_replicas": 1})
     serve.run(app, name="logmilp-test", route_prefix=prefix)
@@ -213,6 +216,13 @@ BAD_REQUESTS = [
     ("too many lines in one of many", json.dumps({"windows": [["a"], ["a"] * 5000]}).encode(), 413, "windows[1]"),
     ("too many windows", json.dumps({"windows": [["a"]] * 300}).encode(), 413, "windows"),
     ("body too large", json.dumps({"lines": ["x" * 1000] * 1001}).encode(), 413, "body"),
+    ("top_k NaN", b'{"lines": ["a"], "top_k": NaN}', 422, "top_k"),
+    ("top_k Infinity", b'{"lines": ["a"], "top_k": Infinity}', 422, "top_k"),
+    ("top_k -Infinity", b'{"lines": ["a"], "top_k": -Infinity}', 422, "top_k"),
+    ("top_k 1e400", b'{"lines": ["a"], "top_k": 1e400}', 422, "top_k"),
+    ("line NaN", b'{"lines": [NaN]}', 422, "lines"),
+    ("line Infinity among windows", b'{"windows": [["a"], [Infinity]]}', 422, "windows"),
+    ("unknown field NaN", b'{"lines": ["a"], "threshold": NaN}', 422, "threshold"),
 ]
 
 
@@ -260,3 +270,56 @@ def test_live_reconfigure_of_batching(client, serve_bundle, corpus_windows):
     assert client.get("/v1/model").json()["batching"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.001}
     after = _detect(client, {"windows": [corpus_windows["normal"]] * 6})
     assert all(w["score"] == pytest.approx(before["score"], abs=1e-5) for w in after)
+
+
+
+def _status_or_closed(sock: socket.socket, deadline: float) -> "int | None":
+    """The status code of the response on ``sock``, or None when the server closed it without one."""
+    data = b""
+    while b"\r\n" not in data:
+        sock.settimeout(max(deadline - time.monotonic(), 0.1))
+        chunk = sock.recv(4096)  # raises socket.timeout if neither a response nor a close arrives in time
+        if not chunk:
+            return None
+        data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def test_stalled_request_bodies_do_not_block_the_service(client, base_url, corpus_windows):
+    """More clients than the replica has request slots send headers, then a body that never completes.
+    /healthz and /v1/detect still answer within the body-read deadline (plus a few seconds), and every
+    stalled request is answered 408 or closed."""
+    body_timeout = client.get("/v1/model").json()["limits"]["body_timeout_s"]
+    slots = deployment_options(builder_app(load_config(SERVE_CONFIG)))["max_ongoing_requests"]
+    host, port = base_url.removeprefix("http://").split(":")
+    head = (f"POST /v1/detect HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 1000\r\n\r\n" '{"lines": [').encode()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(slots + 12):
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(head)
+            socks.append(s)
+        start = time.monotonic()
+        with httpx.Client(base_url=base_url, timeout=body_timeout + 20) as fresh:
+            assert fresh.get("/healthz").status_code == 200
+            waited = time.monotonic() - start
+            r = fresh.post("/v1/detect", json={"lines": corpus_windows["normal"]})
+            assert r.status_code == 200, r.text
+        assert waited < body_timeout + 10, f"/healthz took {waited:.1f} s"
+        deadline = time.monotonic() + body_timeout + 20
+        statuses = [_status_or_closed(s, deadline) for s in socks]
+        assert all(code is None or 400 <= code < 500 for code in statuses), statuses
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_line_with_a_nul_byte_is_quarantined(client, corpus_windows):
+    from ray_logmilp.serving.scorer import NUL_BYTE
+
+    good = corpus_windows["normal"][:3]
+    window = [good[0], good[1][:10] + "\x00" + good[1][10:], good[2]]
+    (res,) = _detect(client, {"lines": window})
+    assert [(q["index"], q["reason"]) for q in res["quarantined"]] == [(1, NUL_BYTE)]
+    assert res["n_scored"] == 2 and res["score"] is not None

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from ray_logmilp.config import ConfigError, to_dict
-from ray_logmilp.serving.args import AppArgs, BatchingConfig, app_args, batching, builder_app, load_config
+from ray_logmilp.serving.args import (DEFAULT_HOST, AppArgs, BatchingConfig, app_args, batching, builder_app,
+                                      http_options, load_config)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SERVE_CONFIG = REPO_ROOT / "serve" / "config.yaml"
@@ -29,12 +30,35 @@ def test_the_shipped_config_args_are_valid():
     ({"bundle": "b", "max_body_bytes": 0}, "args.max_body_bytes: must be >= 1"),
     ({"bundle": "b", "max_windows_per_request": "many"}, "args.max_windows_per_request: expected an integer"),
     ({"bundle": "b", "request_timeout_s": 0}, "args.request_timeout_s: must be > 0"),
+    ({"bundle": "b", "body_timeout_s": -1}, "args.body_timeout_s: must be > 0"),
     ({"bundle": "b", "torch_threads": 0}, "args.torch_threads: must be >= 1"),
 ])
 def test_bad_app_args_name_the_key(raw, message):
     with pytest.raises(ConfigError) as err:
         app_args(raw)
     assert message in str(err.value)
+
+
+def test_the_shipped_config_listens_on_this_machine_and_the_app_times_out_before_the_proxy():
+    config = load_config(SERVE_CONFIG)
+    http = http_options(config)
+    assert http["host"] == DEFAULT_HOST == "127.0.0.1"
+    args = app_args(builder_app(config).args)
+    # The app's own answers (408 for a stalled body, 503 for a busy model) come before the proxy's 408.
+    assert http["request_timeout_s"] > args.body_timeout_s + args.request_timeout_s
+    assert http["keep_alive_timeout_s"] < type(config.http_options).model_fields["keep_alive_timeout_s"].default
+
+
+def test_http_options_keep_the_files_timeouts_under_the_flags(tmp_path):
+    raw = yaml.safe_load(SERVE_CONFIG.read_text())
+    del raw["http_options"]["host"]
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    assert http_options(config)["host"] == DEFAULT_HOST  # a file that names no host still binds locally
+    http = http_options(config, host="0.0.0.0", port=None)
+    assert http["host"] == "0.0.0.0" and http["port"] == raw["http_options"]["port"]
+    assert http["request_timeout_s"] == raw["http_options"]["request_timeout_s"]
 
 
 def test_batching_keeps_unset_keys_and_names_bad_ones():
