@@ -35,7 +35,6 @@ import torch
 from ray_logmilp.bundle import Bundle, load_bundle
 from ray_logmilp.ingest.parse import parse_chunk
 from ray_logmilp.ingest.parsing import ParserConfig, mask_array
-from ray_logmilp.ingest.schemas import raw_text
 from ray_logmilp.model.localize import localize
 from ray_logmilp.model.logmilp import MAX_LEN
 from ray_logmilp.serving.schema import Counterfactual, QuarantinedLine, TopLine, WindowResult
@@ -46,9 +45,6 @@ __all__ = ["WindowScorer"]
 
 REQUEST_FILE = "request"
 """The ``file`` name raw request lines are parsed under (shows up nowhere in results)."""
-NUL_BYTE = "nul_byte"
-"""Quarantine reason of a line holding a NUL byte: checked before every other reason. A NUL in a log line
-means a corrupt or binary file, and ingest quarantines such lines under the same name."""
 
 
 @dataclass
@@ -79,22 +75,6 @@ def _as_bytes(line: Any) -> bytes:
         except UnicodeEncodeError:
             return line.encode("utf-8", "surrogatepass")
     raise TypeError(f"a line must be str or bytes, got {type(line).__name__}")
-
-
-def _blank_nul_lines(lines: "pa.Array | list[bytes]") -> tuple["pa.Array | list[bytes]", dict[int, str]]:
-    """``lines`` with every line that holds a NUL byte made empty, and ``{index: raw text}`` of those lines
-    (``parse_chunk`` then quarantines them as empty; the caller relabels them ``NUL_BYTE``)."""
-    if isinstance(lines, pa.Array):
-        has_nul = pc.match_substring(lines, "\x00")
-        if not pc.any(has_nul).as_py():
-            return lines, {}
-        found = np.flatnonzero(has_nul.to_numpy(zero_copy_only=False))
-        raws = {int(i): raw_text(lines[int(i)].as_py()) for i in found}
-        return pc.if_else(has_nul, pa.scalar("", lines.type), lines), raws
-    raws = {i: raw_text(line) for i, line in enumerate(lines) if b"\x00" in line}
-    if not raws:
-        return lines, {}
-    return [b"" if i in raws else line for i, line in enumerate(lines)], raws
 
 
 def _as_text(line: Any) -> str:
@@ -230,8 +210,8 @@ class WindowScorer:
         sizes = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
         offsets = np.zeros(len(windows) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        lines, nul_raws = _blank_nul_lines(self._lines_array(windows))
-        events, quarantine = parse_chunk(self.format, lines, file=REQUEST_FILE, first_line_no=0)
+        # parse_chunk quarantines what ingest would (a NUL byte included, as nul_byte), so both agree.
+        events, quarantine = parse_chunk(self.format, self._lines_array(windows), file=REQUEST_FILE, first_line_no=0)
 
         # Template ids of the parsed lines (global line number = index into flat).
         line_no = events.column("line_no").to_numpy()
@@ -261,9 +241,6 @@ class WindowScorer:
         q_line = quarantine.column("line_no").to_numpy()
         q_reason = quarantine.column("reason").to_pylist()
         q_raw = quarantine.column("raw").to_pylist()
-        if nul_raws:
-            for j in np.flatnonzero(np.isin(q_line, list(nul_raws))):
-                q_reason[j], q_raw[j] = NUL_BYTE, nul_raws[int(q_line[j])]
         ev_cut = np.searchsorted(line_no, offsets)
         q_cut = np.searchsorted(q_line, offsets)
         prepared = []

@@ -78,14 +78,13 @@ def test_quarantined_lines_are_reported_and_indices_map_back(scorer, corpus_line
 @pytest.mark.parametrize("undecodable", [False, True], ids=["text lines", "with undecodable bytes"])
 def test_lines_with_a_nul_byte_are_quarantined_as_nul_byte(scorer, corpus_lines, undecodable):
     from ray_logmilp.ingest.schemas import raw_text
-    from ray_logmilp.serving.scorer import NUL_BYTE
 
     good = corpus_lines[300:303]
     nul = good[1][:20] + "\x00" + good[1][20:]  # otherwise a line that parses
     window = [good[0], nul, good[2], "\x00"] + ([b"\xff not utf-8"] if undecodable else [])
     res = scorer.score_windows([window], top_k=3)[0]
     reasons = {q.index: q.reason for q in res.quarantined}
-    assert reasons == {1: NUL_BYTE, 3: NUL_BYTE, **({4: "undecodable_bytes"} if undecodable else {})}
+    assert reasons == {1: "nul_byte", 3: "nul_byte", **({4: "undecodable_bytes"} if undecodable else {})}
     assert res.quarantined[0].raw == raw_text(nul) and res.n_scored == 2
     assert sorted(t.index for t in res.top) == [0, 2]
 
