@@ -75,7 +75,11 @@ def main(argv: Optional[list[str]] = None, *, default_config: "str | os.PathLike
     from ray_logmilp.serving.deployment import app_from_config
 
     dep = _deployment_flags(a, deployment_options(spec))
-    app, prefix = app_from_config(a.config, args=overrides, deployment=dep)
+    try:
+        app, prefix = app_from_config(a.config, args=overrides, deployment=dep)
+    except ConfigError as exc:          # a bad bundle too: one line, before Ray starts
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     http = http_options(config, host=a.host, port=a.port)  # the file's timeouts too, as under `serve run`
     ray.init(address=a.address)
     serve.start(http_options=http)

@@ -41,7 +41,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
 
-from ray_logmilp.config import require, to_dict
+from ray_logmilp.bundle import BundleError, verify_bundle
+from ray_logmilp.config import ConfigError, require, to_dict
 from ray_logmilp.serving.args import (DEFAULT_MAX_ONGOING_REQUESTS, DEPLOYMENT_NAME, AppArgs, BatchingConfig,
                                       app_args, batching, builder_app, deployment_options, load_config)
 from ray_logmilp.serving.ingress import BodyLimits, BodyRoute, validation_error
@@ -266,13 +267,17 @@ class LogMILPDetector:
 def _absolute_bundle(path: str) -> str:
     """Local relative paths are made absolute here, where they were written (replicas may run in another
     working directory); URIs pass through. A missing local bundle is an error now, not in every replica."""
-    if "://" in path:
-        return path
-    p = Path(path).expanduser()
-    require((p / "bundle.json").is_file(), "args.bundle",
-            f"{path!r} is not a model bundle folder (no bundle.json); train one with jobs/train.py or point "
-            f"args.bundle at a bundle")
-    return str(p.resolve())
+    if "://" not in path:
+        p = Path(path).expanduser()
+        require((p / "bundle.json").is_file(), "args.bundle",
+                f"{path!r} is not a model bundle folder (no bundle.json); train one with jobs/train.py or point "
+                f"args.bundle at a bundle")
+        path = str(p.resolve())
+    try:
+        verify_bundle(path)     # checksums, manifest and signature once here, not as a traceback per replica
+    except BundleError as exc:
+        raise ConfigError(f"args.bundle: {exc}") from None
+    return path
 
 
 def build(args: "AppArgs | dict[str, Any]", **options: Any) -> Application:

@@ -97,3 +97,22 @@ def test_a_bad_app_arg_in_the_config_file_exits_2_naming_it(tmp_path):
     proc = _serve_script("--config", str(path), "--print-config")
     assert proc.returncode == 2
     assert "unknown key 'args.max_top_kk'; did you mean 'args.max_top_k'?" in proc.stderr
+
+
+def test_a_tampered_bundle_fails_the_serve_cli_in_one_line_before_ray(tmp_path, capsys, monkeypatch):
+    """python serve/app.py --bundle BAD: the bundle is verified where the app is built, not in each replica."""
+    import json
+
+    from ray_logmilp.serving.cli import main
+    from tests.unit.tiny_bundle import corpus_lines, write_tiny_bundle
+
+    monkeypatch.delenv("RAY_LOGMILP_BUNDLE_KEY", raising=False)
+    bundle = Path(write_tiny_bundle(tmp_path, corpus_lines(tmp_path / "corpus", 1500), 0.5))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["threshold"] = 0.0                              # the issue's edit: flips every verdict
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    rc = main(["--bundle", str(bundle)], default_config=REPO_ROOT / "serve" / "config.yaml")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "args.bundle" in err[0] and "edited" in err[0], err
+    import ray
+    assert not ray.is_initialized()
