@@ -106,7 +106,10 @@ def test_a_tampered_bundle_fails_the_serve_cli_in_one_line_before_ray(tmp_path, 
     from ray_logmilp.serving.cli import main
     from tests.unit.tiny_bundle import corpus_lines, write_tiny_bundle
 
+    import ray
+
     monkeypatch.delenv("RAY_LOGMILP_BUNDLE_KEY", raising=False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started before the bundle was checked"))
     bundle = Path(write_tiny_bundle(tmp_path, corpus_lines(tmp_path / "corpus", 1500), 0.5))
     manifest = json.loads((bundle / "bundle.json").read_text())
     manifest["threshold"] = 0.0                              # the edit: flips every verdict
@@ -114,5 +117,3 @@ def test_a_tampered_bundle_fails_the_serve_cli_in_one_line_before_ray(tmp_path, 
     rc = main(["--bundle", str(bundle)], default_config=REPO_ROOT / "serve" / "config.yaml")
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "args.bundle" in err[0] and "edited" in err[0], err
-    import ray
-    assert not ray.is_initialized()
