@@ -148,6 +148,7 @@ def plot_heatmaps(bundle: Bundle, data: PreparedData, path: str, count: int = HE
     import matplotlib.pyplot as plt
 
     from ray_logmilp.model.localize import attention_entropy
+    from ray_logmilp.model.logmilp import MAX_LEN
 
     bags = data.splits[split]
     pos = np.flatnonzero(bags.labels == 1)[:count]
@@ -155,8 +156,7 @@ def plot_heatmaps(bundle: Bundle, data: PreparedData, path: str, count: int = HE
         return
     model = bundle.model
     device = next(model.parameters()).device
-    x, mask, _, inst = collate(bags, pos, torch.from_numpy(data.embeddings).to(device),
-                               model.config.max_len if model.config.positional_encoding else None)
+    x, mask, _, inst = collate(bags, pos, torch.from_numpy(data.embeddings).to(device), MAX_LEN)
     with torch.no_grad():
         out = model(x, mask)
         head = attention_entropy(out.attention, mask).argmin(dim=1)

@@ -164,7 +164,7 @@ def collate(bags: BagSet, index: np.ndarray, embeddings, max_len: int | None = N
     width = int(lens.max()) if len(lens) else 1
     if max_len is not None and width > max_len:
         raise DataError(f"a bag has {width} lines, above the model's max_len {max_len}: lower "
-                        f"data.window.max_instances or raise model.max_len")
+                        f"data.window.max_instances")
     B = len(index)
     ids = np.zeros((B, width), dtype=np.int64)
     inst = np.full((B, width), -1, dtype=np.int8)
