@@ -36,10 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Validation metrics ``fit`` reports every epoch that may drive the search (bag labels only).
 OBJECTIVE_METRICS = ("val_f1", "val_auc", "val_sr", "val_precision", "val_recall")
-#: Keys of the ``train`` section that may be searched; ``model.*`` and ``loss.*`` may be searched freely
-#: (but ``model.input_dim``, which comes from the data).
+#: Keys of the ``train`` section that may be searched; ``model.*`` and ``loss.*`` may be searched freely.
 TUNABLE_TRAIN_KEYS = ("lr", "batch_size", "steps_per_epoch")
-UNTUNABLE_KEYS = ("model.input_dim",)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,12 +278,12 @@ def check_key(cfg: ProjectConfig, key: str) -> None:
     if dataclasses.is_dataclass(value):
         raise ConfigError(f"space.{key}: is a section, not a value; search one of its fields")
     parts = key.split(".")
-    tunable = (parts[0] in ("model", "loss") and key not in UNTUNABLE_KEYS) or \
+    tunable = parts[0] in ("model", "loss") or \
               (parts[0] == "train" and len(parts) == 2 and parts[1] in TUNABLE_TRAIN_KEYS)
     if not tunable:
         raise ConfigError(
             f"space.{key}: cannot be searched: a sweep trains every trial on one prepared corpus with one "
-            f"epoch budget and seed; searchable keys are model.* (but input_dim), loss.* and "
+            f"epoch budget and seed; searchable keys are model.*, loss.* and "
             f"train.{{{', '.join(TUNABLE_TRAIN_KEYS)}}}")
 
 
